@@ -1,0 +1,267 @@
+//! The shared half of a connection: its identity, activity clock and bounded outbox.
+//!
+//! Everything that wants to reach a client (the management API, built-in apps, the gateway's
+//! own replies) pushes pre-encoded frames into the connection's [`Outbox`]. The connection's
+//! task drains it with vectored writes. The outbox is bounded by bytes: a push that would pass
+//! the bound is refused with [`PushError::Full`] and nothing is queued; the caller decides what
+//! that means (the management API answers 429). Nothing here blocks or awaits.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::task::Context;
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+
+use crate::event::ConnectionContext;
+use crate::gateway::frame::OutFrame;
+use crate::ids::Id;
+use crate::time;
+
+/// One live connection, shared by its task, the registry and anyone posting to it.
+#[derive(Debug)]
+pub struct Conn {
+    /// What every event repeats about the connection.
+    pub context: ConnectionContext,
+    last_active_ms: AtomicI64,
+    outbox: Outbox,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The connection is closing or closed.
+    #[error("the connection is gone")]
+    Gone,
+    /// The outbox holds too many unsent bytes.
+    #[error("the connection's outbox is full")]
+    Full,
+}
+
+/// A close the connection's task should perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The close code sent to the client and reported to `$disconnect`.
+    pub code: u16,
+    /// The close reason.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    frames: VecDeque<Bytes>,
+    close: Option<CloseRequest>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Bytes queued or being written; bounded by `limit`.
+    bytes: AtomicUsize,
+    limit: usize,
+    waker: AtomicWaker,
+}
+
+/// What the connection's task takes from the outbox in one go.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    pub(crate) close: Option<CloseRequest>,
+}
+
+impl Conn {
+    /// A connection with an empty outbox bounded to `outbox_limit` bytes.
+    pub fn new(context: ConnectionContext, outbox_limit: usize) -> Self {
+        let now = context.connected_at_ms;
+        Conn {
+            context,
+            last_active_ms: AtomicI64::new(now),
+            outbox: Outbox {
+                state: Mutex::new(OutboxState::default()),
+                bytes: AtomicUsize::new(0),
+                limit: outbox_limit,
+                waker: AtomicWaker::new(),
+            },
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> Id {
+        self.context.connection_id
+    }
+
+    /// When the connection last had traffic, epoch milliseconds.
+    pub fn last_active_ms(&self) -> i64 {
+        self.last_active_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records traffic now.
+    pub fn touch(&self) {
+        self.last_active_ms.store(time::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Unsent bytes in the outbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame for the client. Counts as traffic for the idle timeout.
+    pub fn push(&self, frame: &OutFrame) -> Result<(), PushError> {
+        self.push_inner(frame, true)
+    }
+
+    /// Queues a frame that does not count as traffic (the gateway's own replies do).
+    pub(crate) fn push_quiet(&self, frame: &OutFrame) -> Result<(), PushError> {
+        self.push_inner(frame, false)
+    }
+
+    fn push_inner(&self, frame: &OutFrame, touch: bool) -> Result<(), PushError> {
+        let outbox = &self.outbox;
+        let len = frame.len();
+        let was_empty = {
+            let mut state = outbox.state.lock().expect("outbox lock");
+            if state.closed || state.close.is_some() {
+                return Err(PushError::Gone);
+            }
+            let queued = outbox.bytes.load(Ordering::Relaxed);
+            if queued + len > outbox.limit {
+                return Err(PushError::Full);
+            }
+            outbox.bytes.store(queued + len, Ordering::Relaxed);
+            state.frames.push_back(frame.bytes().clone());
+            state.frames.len() == 1
+        };
+        if touch {
+            self.touch();
+        }
+        // The task takes every queued frame at once, so only the first push after a drain
+        // needs to wake it.
+        if was_empty {
+            outbox.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a control frame (pong, close) from the connection's own task: never refused.
+    pub(crate) fn push_control(&self, frame: &OutFrame) {
+        let mut state = self.outbox.state.lock().expect("outbox lock");
+        self.outbox.bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        state.frames.push_back(frame.bytes().clone());
+    }
+
+    /// Asks the connection's task to close with this code; the first request wins.
+    pub fn request_close(&self, code: u16, reason: &'static str) -> bool {
+        let first = {
+            let mut state = self.outbox.state.lock().expect("outbox lock");
+            if state.closed || state.close.is_some() {
+                false
+            } else {
+                state.close = Some(CloseRequest { code, reason });
+                true
+            }
+        };
+        if first {
+            self.outbox.waker.wake();
+        }
+        first
+    }
+
+    /// Whether a close was requested or the connection is closed.
+    pub fn is_closing(&self) -> bool {
+        let state = self.outbox.state.lock().expect("outbox lock");
+        state.closed || state.close.is_some()
+    }
+
+    /// Registers the task's waker and moves queued frames into `into`.
+    pub(crate) fn drain(&self, cx: &Context<'_>, into: &mut VecDeque<Bytes>) -> Drained {
+        self.outbox.waker.register(cx.waker());
+        let mut state = self.outbox.state.lock().expect("outbox lock");
+        if into.is_empty() {
+            // Swap so that the task's and the outbox's buffers keep their capacity.
+            std::mem::swap(into, &mut state.frames);
+        } else {
+            into.extend(state.frames.drain(..));
+        }
+        Drained {
+            close: state.close.clone(),
+        }
+    }
+
+    /// Gives back the byte budget of frames that have been written.
+    pub(crate) fn release(&self, bytes: usize) {
+        self.outbox.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Marks the connection closed: later pushes answer [`PushError::Gone`].
+    pub(crate) fn mark_closed(&self) {
+        let mut state = self.outbox.state.lock().expect("outbox lock");
+        state.closed = true;
+        state.frames = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn conn(limit: usize) -> Conn {
+        Conn::new(
+            ConnectionContext {
+                connection_id: Id::random(),
+                connected_at_ms: 1,
+                source_ip: "127.0.0.1".parse().unwrap(),
+                user_agent: None,
+                domain_name: "localhost".into(),
+                authorizer: None,
+            },
+            limit,
+        )
+    }
+
+    #[test]
+    fn outbox_is_bounded_by_bytes_and_refuses_when_full() {
+        let c = conn(10);
+        let f = OutFrame::text(b"abc"); // 5 bytes encoded
+        assert_eq!(c.push(&f), Ok(()));
+        assert_eq!(c.push(&f), Ok(()));
+        assert_eq!(c.push(&f), Err(PushError::Full));
+        assert_eq!(c.queued_bytes(), 10);
+        let cx = Context::from_waker(Waker::noop());
+        let mut into = VecDeque::new();
+        c.drain(&cx, &mut into);
+        assert_eq!(into.len(), 2);
+        // Drained but unwritten bytes still count against the bound.
+        assert_eq!(c.push(&f), Err(PushError::Full));
+        c.release(10);
+        assert_eq!(c.push(&f), Ok(()));
+    }
+
+    #[test]
+    fn pushes_after_close_are_gone() {
+        let c = conn(100);
+        assert!(c.request_close(1000, "bye"));
+        assert!(!c.request_close(1001, "again"), "first request wins");
+        assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
+        let cx = Context::from_waker(Waker::noop());
+        let drained = c.drain(&cx, &mut VecDeque::new());
+        assert_eq!(drained.close.unwrap().code, 1000);
+        c.mark_closed();
+        assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
+    }
+
+    #[test]
+    fn the_same_frame_is_shared_not_copied() {
+        let a = conn(100);
+        let b = conn(100);
+        let f = OutFrame::text(b"shared");
+        a.push(&f).unwrap();
+        b.push(&f).unwrap();
+        let cx = Context::from_waker(Waker::noop());
+        let (mut qa, mut qb) = (VecDeque::new(), VecDeque::new());
+        a.drain(&cx, &mut qa);
+        b.drain(&cx, &mut qb);
+        assert_eq!(qa[0].as_ptr(), qb[0].as_ptr());
+    }
+}

@@ -1,0 +1,190 @@
+//! The gateway: shared state and the life of a WebSocket connection.
+//!
+//! A connection lives in four steps, each in its own file:
+//! 1. [`handshake`]: read the request head, validate it, run `$connect`;
+//! 2. here: answer `101`, register the connection so the management API can reach it;
+//! 3. [`driver`]: move frames both ways until the connection closes;
+//! 4. here: unregister, then run `$disconnect` with the close code and reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::api::{Api, keys};
+use crate::config::Limits;
+use crate::event::{ApiContext, Event, EventKind};
+use crate::gateway::conn::Conn;
+use crate::gateway::driver::{Disconnect, Driver};
+use crate::gateway::frame::DecodeLimits;
+use crate::gateway::handshake::Accepted;
+use crate::gateway::registry::{Deferred, Registry};
+use crate::ids::Id;
+use crate::management::ManagementApi;
+use crate::time;
+
+pub mod conn;
+pub mod driver;
+pub mod frame;
+pub mod handshake;
+pub mod registry;
+
+/// State shared by every connection of one server.
+pub struct Gateway {
+    /// Limits.
+    pub limits: Limits,
+    pub(crate) decode_limits: DecodeLimits,
+    /// The routes.
+    pub api: Api,
+    /// The API id and stage reported in events.
+    pub api_context: ApiContext,
+    /// The connections.
+    pub registry: Arc<dyn Registry>,
+    /// The management interface over `registry`.
+    pub management: ManagementApi,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every task that must finish before the server has stopped.
+    pub tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("stage", &self.api_context.stage)
+            .field("routes", &self.api.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway serving `api` over `registry`.
+    pub fn new(
+        limits: Limits,
+        api: Api,
+        api_context: ApiContext,
+        registry: Arc<dyn Registry>,
+        management: ManagementApi,
+    ) -> Self {
+        Gateway {
+            decode_limits: DecodeLimits {
+                max_frame: limits.max_frame_bytes,
+                max_message: limits.max_message_bytes,
+                accept_binary: limits.accept_binary,
+            },
+            limits,
+            api,
+            api_context,
+            registry,
+            management,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs an accepted connection to its end: `101`, frames, `$disconnect`.
+    pub async fn serve_accepted<S>(
+        &self,
+        accepted: Accepted,
+        mut io: S,
+        leftover: BytesMut,
+        peer: SocketAddr,
+        send_101: bool,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let conn = accepted.conn.clone();
+        let id = conn.id();
+        let span = tracing::info_span!("conn", id = %id, peer = %peer);
+        async move {
+            if send_101 && io.write_all(&accepted.response()).await.is_err() {
+                tracing::debug!("client left before the 101 was written");
+                return;
+            }
+            drop(accepted);
+            if !self.registry.register(conn.clone()) {
+                // Ids are checked when they are made; a clash here is a bug worth knowing of.
+                tracing::error!("connection id already registered");
+                return;
+            }
+            tracing::info!(source_ip = %conn.context.source_ip, "connected");
+            if self.shutdown.is_cancelled() {
+                conn.request_close(1001, "Going away");
+            }
+            let disconnect = Driver::new(self, conn.clone(), io, leftover).run().await;
+            self.registry.unregister(&id);
+            tracing::info!(code = disconnect.code, reason = %disconnect.reason, "disconnected");
+            self.run_disconnect(&conn, &disconnect).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_disconnect(&self, conn: &Conn, disconnect: &Disconnect) {
+        let Some(route) = self.api.get(keys::DISCONNECT) else {
+            return;
+        };
+        let event = Event {
+            route_key: keys::DISCONNECT,
+            request_id: Id::random(),
+            request_time_ms: time::now_ms(),
+            api: &self.api_context,
+            connection: &conn.context,
+            kind: EventKind::Disconnect {
+                code: disconnect.code,
+                reason: &disconnect.reason,
+            },
+        };
+        let result = match route.integration.invoke(&event) {
+            Deferred::Ready(result) => result,
+            Deferred::Pending(future) => {
+                match tokio::time::timeout(self.limits.integration_timeout(), future).await {
+                    Ok(result) => result,
+                    Err(_) => Err(crate::integration::IntegrationError::Timeout),
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "$disconnect integration failed");
+        }
+    }
+
+    /// Closes connections that have been idle or open too long. Runs until shutdown.
+    pub async fn sweep(&self) {
+        let idle = self.limits.idle_timeout();
+        let lifetime = self.limits.max_lifetime();
+        let tick =
+            (idle.min(lifetime) / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle_ms = idle.as_millis() as i64;
+        let lifetime_ms = lifetime.as_millis() as i64;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = time::now_ms();
+            for conn in self.registry.local_connections() {
+                if now - conn.last_active_ms() >= idle_ms
+                    || now - conn.context.connected_at_ms >= lifetime_ms
+                {
+                    conn.request_close(1001, "Going away");
+                }
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: every connection is closed with 1001.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        for conn in self.registry.local_connections() {
+            conn.request_close(1001, "Going away");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The `@connections` management API: the interface and its HTTP binding.
+//!
+//! [`ManagementApi`] is what handlers use to reach clients: built-in apps call it directly,
+//! HTTP callers (the AWS CLI, the SDKs, `curl`) reach the same methods through
+//! `POST|GET|DELETE /{stage}/@connections/{id}`. Paths are matched the way API Gateway and the
+//! SDKs spell them: `@` or `%40`, the id raw or percent-encoded (decoded once), the stage
+//! optional.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+
+use crate::gateway::frame::OutFrame;
+use crate::gateway::registry::{ConnectionInfo, Deferred, ManageError, Registry};
+use crate::ids::Id;
+use crate::time;
+
+/// The management interface: post to, describe and close connections by id.
+#[derive(Clone)]
+pub struct ManagementApi {
+    registry: Arc<dyn Registry>,
+    max_payload: usize,
+}
+
+impl std::fmt::Debug for ManagementApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementApi")
+            .field("max_payload", &self.max_payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a post failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// The payload is larger than the message limit: 413.
+    #[error("the payload is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The registry refused it.
+    #[error(transparent)]
+    Manage(#[from] ManageError),
+}
+
+impl ManagementApi {
+    /// The interface over a registry; posts are limited to `max_payload` bytes.
+    pub fn new(registry: Arc<dyn Registry>, max_payload: usize) -> Self {
+        ManagementApi {
+            registry,
+            max_payload,
+        }
+    }
+
+    /// PostToConnection: sends `data` as one frame (text when it is UTF-8, else binary).
+    pub fn post(&self, id: &Id, data: &[u8]) -> Deferred<Result<(), PostError>> {
+        if data.len() > self.max_payload {
+            return Deferred::Ready(Err(PostError::TooLarge(self.max_payload)));
+        }
+        match self.registry.post(id, &OutFrame::data(data)) {
+            Deferred::Ready(r) => Deferred::Ready(r.map_err(PostError::from)),
+            Deferred::Pending(f) => {
+                Deferred::Pending(Box::pin(async move { f.await.map_err(PostError::from) }))
+            }
+        }
+    }
+
+    /// Posts an already encoded frame; the way to send one payload to many connections.
+    pub fn post_frame(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
+        self.registry.post(id, frame)
+    }
+
+    /// GetConnection.
+    pub fn get(&self, id: &Id) -> Deferred<Result<ConnectionInfo, ManageError>> {
+        self.registry.info(id)
+    }
+
+    /// DeleteConnection: closes the connection with 1000.
+    pub fn delete(&self, id: &Id) -> Deferred<Result<(), ManageError>> {
+        self.registry.disconnect(id)
+    }
+
+    /// The largest payload a post accepts.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+}
+
+/// What a request path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The stage itself (`/{stage}`): the WebSocket endpoint.
+    Stage,
+    /// A connection under `@connections`; `Err` holds the undecodable or malformed id.
+    Connection(Result<Id, String>),
+    /// `@connections` under another stage.
+    WrongStage,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a raw (still percent-encoded) request path.
+pub fn parse_path(raw: &str, stage: &str) -> Target {
+    let segments: Vec<String> = raw
+        .strip_prefix('/')
+        .unwrap_or(raw)
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let connection = |id: &str| Target::Connection(Id::parse(id).ok_or_else(|| id.to_owned()));
+    match parts.as_slice() {
+        [s] | [s, ""] if *s == stage => Target::Stage,
+        [s, "@connections", id] if *s == stage => connection(id),
+        ["@connections", id] => connection(id),
+        [_, "@connections", _] => Target::WrongStage,
+        [s, "@connections"] if *s == stage => connection(""),
+        ["@connections"] => connection(""),
+        _ => Target::Other,
+    }
+}
+
+/// A management API error in AWS's shape: status, `x-amzn-ErrorType`, `{"message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    /// The status code.
+    pub status: StatusCode,
+    /// The `x-amzn-ErrorType` value.
+    pub error_type: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+impl AwsError {
+    /// An error.
+    pub fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        AwsError {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    /// 403 `ForbiddenException`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "ForbiddenException", message)
+    }
+}
+
+impl From<ManageError> for AwsError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::Gone => {
+                AwsError::new(StatusCode::GONE, "GoneException", "the connection is gone")
+            }
+            ManageError::Full => AwsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "LimitExceededException",
+                "the connection's outbox is full: the client is not reading fast enough",
+            ),
+            ManageError::Unavailable(why) => AwsError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerErrorException",
+                why,
+            ),
+        }
+    }
+}
+
+impl From<PostError> for AwsError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::TooLarge(max) => AwsError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLargeException",
+                format!("the payload is larger than {max} bytes"),
+            ),
+            PostError::Manage(m) => m.into(),
+        }
+    }
+}
+
+impl IntoResponse for AwsError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.message }).to_string();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "x-amzn-ErrorType",
+            HeaderValue::from_static(self.error_type),
+        );
+        with_request_id(response)
+    }
+}
+
+fn with_request_id(mut response: Response) -> Response {
+    let id = request_uuid();
+    response.headers_mut().insert(
+        "x-amzn-RequestId",
+        HeaderValue::from_str(&id).expect("uuids are valid header values"),
+    );
+    response
+}
+
+/// A random UUID, the form of AWS request ids on HTTP APIs.
+fn request_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:x}{:02x}-{:x}{:x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5],
+        b[6] & 0x0f,
+        b[7],
+        8 | (b[8] & 0x3),
+        b[8] >> 4,
+        b[9],
+        b[10],
+        b[11],
+        b[12],
+        b[13],
+        b[14],
+        b[15]
+    )
+}
+
+/// Who may call the management API.
+pub fn authorize(peer: SocketAddr) -> Result<(), AwsError> {
+    if peer.ip().to_canonical().is_loopback() {
+        Ok(())
+    } else {
+        Err(AwsError::forbidden(
+            "the management API accepts calls from loopback only",
+        ))
+    }
+}
+
+/// Serves one management request for connection `id`.
+pub async fn handle(
+    api: &ManagementApi,
+    id: Result<Id, String>,
+    peer: SocketAddr,
+    request: Request<Body>,
+) -> Response {
+    match handle_inner(api, id, peer, request).await {
+        Ok(response) => with_request_id(response),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle_inner(
+    api: &ManagementApi,
+    id: Result<Id, String>,
+    peer: SocketAddr,
+    request: Request<Body>,
+) -> Result<Response, AwsError> {
+    authorize(peer)?;
+    let id = id.map_err(|bad| {
+        AwsError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            format!("Invalid connectionId: {bad}"),
+        )
+    })?;
+    let method = request.method().clone();
+    match method {
+        Method::POST => {
+            let limit = api.max_payload();
+            let body = axum::body::to_bytes(request.into_body(), limit + 1)
+                .await
+                .map_err(|_| PostError::TooLarge(limit))?;
+            if body.len() > limit {
+                return Err(PostError::TooLarge(limit).into());
+            }
+            api.post(&id, &body).resolve().await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Method::GET => {
+            let info = api.get(&id).resolve().await?;
+            let body = info_json(&info);
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
+        }
+        Method::DELETE => {
+            api.delete(&id).resolve().await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(AwsError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowedException",
+            "use POST, GET or DELETE on @connections",
+        )),
+    }
+}
+
+/// GetConnection's body.
+pub fn info_json(info: &ConnectionInfo) -> Bytes {
+    let mut identity = serde_json::Map::new();
+    identity.insert("sourceIp".into(), info.source_ip.clone().into());
+    if let Some(ua) = &info.user_agent {
+        identity.insert("userAgent".into(), ua.clone().into());
+    }
+    let body = serde_json::json!({
+        "connectedAt": time::iso_ms(info.connected_at_ms),
+        "identity": identity,
+        "lastActiveAt": time::iso_ms(info.last_active_ms),
+    });
+    Bytes::from(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "Tq3mxb7WNjMCFhA=";
+
+    fn id() -> Id {
+        Id::parse(ID).unwrap()
+    }
+
+    #[test]
+    fn paths_in_every_spelling() {
+        for path in [
+            "/dev/@connections/Tq3mxb7WNjMCFhA=",
+            "/dev/@connections/Tq3mxb7WNjMCFhA%3D",
+            "/dev/%40connections/Tq3mxb7WNjMCFhA%3D",
+            "/dev/%40connections/Tq3mxb7WNjMCFhA%3d",
+            "/@connections/Tq3mxb7WNjMCFhA=",
+            "/%40connections/Tq3mxb7WNjMCFhA%3D",
+        ] {
+            assert_eq!(
+                parse_path(path, "dev"),
+                Target::Connection(Ok(id())),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_decoded_once() {
+        // %253D decodes to %3D, which is not an id.
+        assert_eq!(
+            parse_path("/dev/@connections/Tq3mxb7WNjMCFhA%253D", "dev"),
+            Target::Connection(Err("Tq3mxb7WNjMCFhA%3D".into()))
+        );
+    }
+
+    #[test]
+    fn other_paths() {
+        assert_eq!(parse_path("/dev", "dev"), Target::Stage);
+        assert_eq!(parse_path("/dev/", "dev"), Target::Stage);
+        assert_eq!(
+            parse_path("/prod/@connections/x", "dev"),
+            Target::WrongStage
+        );
+        assert_eq!(
+            parse_path("/dev/@connections/not-an-id", "dev"),
+            Target::Connection(Err("not-an-id".into()))
+        );
+        assert_eq!(
+            parse_path("/dev/@connections", "dev"),
+            Target::Connection(Err(String::new()))
+        );
+        assert_eq!(parse_path("/dev/other", "dev"), Target::Other);
+        assert_eq!(parse_path("/", "dev"), Target::Other);
+        assert_eq!(parse_path("/dev/@connections/a/b", "dev"), Target::Other);
+        assert_eq!(parse_path("/dev/..%2F@connections/x", "dev"), Target::Other);
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = request_uuid();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4');
+    }
+
+    #[test]
+    fn info_body_shape() {
+        let body = info_json(&ConnectionInfo {
+            connected_at_ms: 1588277433236,
+            last_active_ms: 1588277442997,
+            source_ip: "192.0.2.1".into(),
+            user_agent: Some("ua".into()),
+        });
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["connectedAt"], "2020-04-30T20:10:33.236Z");
+        assert_eq!(v["lastActiveAt"], "2020-04-30T20:10:42.997Z");
+        assert_eq!(v["identity"]["sourceIp"], "192.0.2.1");
+        assert_eq!(v["identity"]["userAgent"], "ua");
+    }
+}

@@ -1,0 +1,333 @@
+//! Shared test harness: a real server on port 0, real WebSocket clients, recording integrations.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use switchboard::api::{Api, ApiError};
+use switchboard::config::Config;
+use switchboard::event::{Event, Response};
+use switchboard::gateway::Gateway;
+use switchboard::gateway::registry::Deferred;
+use switchboard::integration::{Integration, IntegrationError, Invocation};
+use switchboard::management::ManagementApi;
+use switchboard::{Error, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    _data: tempfile::TempDir,
+}
+
+pub fn config() -> Config {
+    Config::default()
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        Self::start_server(config, Server::new).await
+    }
+
+    pub async fn with_api(
+        config: Config,
+        build: impl FnOnce(ManagementApi) -> Result<Api, ApiError>,
+    ) -> Self {
+        Self::start_server(config, move |config| Server::with_api(config, build)).await
+    }
+
+    async fn start_server(
+        mut config: Config,
+        make: impl FnOnce(Config) -> Result<Server, Error>,
+    ) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        config.data_dir = data.path().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = make(config).unwrap();
+        let gateway = server.gateway().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            gateway,
+            shutdown: Some(tx),
+            task: Some(task),
+            _data: data,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/{}", self.addr, self.gateway.api_context.stage)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/{}", self.addr, self.gateway.api_context.stage)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Starts the graceful shutdown and waits for `serve` to return.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the server stops")
+            .expect("the server task does not panic")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send(&value.to_string()).await;
+    }
+
+    /// The next frame, which must be text.
+    pub async fn recv(&mut self) -> String {
+        match self.next().await {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        let text = self.recv().await;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+
+    /// The next frame that is not a ping or pong.
+    pub async fn next(&mut self) -> Message {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream is open")
+                .expect("a valid frame");
+            match frame {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits for the server's close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next().await {
+                Message::Close(Some(frame)) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Message::Close(None) => return (1005, String::new()),
+                Message::Text(_) | Message::Binary(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self, code: u16, reason: &str) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: reason.to_owned().into(),
+            }))
+            .await;
+        // Wait for the server's reply so the close handshake completes.
+        let _ = tokio::time::timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
+    }
+
+    /// The connection id, as the articles' `$default` route reports it.
+    pub async fn chat_id(&mut self) -> String {
+        self.send(r#"{"action":"whoami"}"#).await;
+        let reply = self.recv().await;
+        let json = reply
+            .strip_prefix("Use the sendmessage route to send a message. Your info: ")
+            .unwrap_or_else(|| panic!("unexpected reply {reply}"));
+        let v: Value = serde_json::from_str(json).unwrap();
+        v["connectionID"].as_str().unwrap().to_owned()
+    }
+}
+
+type Respond = dyn Fn(&Value) -> Result<Response, IntegrationError> + Send + Sync;
+
+/// An integration that reports every event it gets (as AWS JSON) and answers with `respond`.
+pub struct Recorder {
+    name: &'static str,
+    tx: mpsc::UnboundedSender<Value>,
+    respond: Box<Respond>,
+    delay: Option<Duration>,
+}
+
+impl Recorder {
+    pub fn new(name: &'static str) -> (Self, mpsc::UnboundedReceiver<Value>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Recorder {
+                name,
+                tx,
+                respond: Box::new(|_| Ok(Response::ok())),
+                delay: None,
+            },
+            rx,
+        )
+    }
+
+    pub fn respond(
+        mut self,
+        f: impl Fn(&Value) -> Result<Response, IntegrationError> + Send + Sync + 'static,
+    ) -> Self {
+        self.respond = Box::new(f);
+        self
+    }
+
+    /// Answers after `delay`, as an integration that calls out would.
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+impl Integration for Recorder {
+    fn invoke(&self, event: &Event<'_>) -> Invocation {
+        let json: Value = serde_json::from_slice(&event.to_json()).unwrap();
+        let result = (self.respond)(&json);
+        let _ = self.tx.send(json);
+        match self.delay {
+            None => Deferred::Ready(result),
+            Some(delay) => Deferred::Pending(Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                result
+            })),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+pub async fn next_event(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("the recorder is alive")
+}
+
+/// A raw HTTP exchange: sends `request`, returns the response head and the open stream.
+pub async fn raw_request(addr: SocketAddr, request: &str) -> (String, TcpStream) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(WAIT, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("a response in time");
+    (String::from_utf8(head).unwrap(), stream)
+}
+
+/// A handshake request for `path` with extra header lines.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for h in extra {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r
+}
+
+pub fn status_of(head: &str) -> u16 {
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Reads one server frame from a raw stream: (opcode, payload).
+pub async fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(WAIT, async {
+        let mut h = [0u8; 2];
+        stream.read_exact(&mut h).await.unwrap();
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).await.unwrap();
+            len = u16::from_be_bytes(l) as usize;
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).await.unwrap();
+            len = u64::from_be_bytes(l) as usize;
+        }
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        (h[0] & 0x0f, payload)
+    })
+    .await
+    .expect("a frame in time")
+}
+
+/// Connects with a raw socket and completes the handshake.
+pub async fn raw_ws(server: &TestServer) -> TcpStream {
+    let req = upgrade_request(server.addr, "/dev", &[]);
+    let (head, stream) = raw_request(server.addr, &req).await;
+    assert_eq!(status_of(&head), 101, "{head}");
+    stream
+}
+
+pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    switchboard::gateway::frame::encode_client_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
+}
