@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the tests need (system packages, Node and Python clients) and runs every test.
+# Safe to run again: each step skips what is already there. Run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found; install a Rust toolchain (1.85 or newer) first" >&2
+  exit 1
+fi
+
+# System packages the tests drive for real.
+apt_needed=()
+command -v node >/dev/null || apt_needed+=(nodejs npm)
+command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
+if ((${#apt_needed[@]})); then
+  log "installing ${apt_needed[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_needed[@]}" >/dev/null
+fi
+
+# Real clients: wscat (Node), the AWS CLI and boto3 (Python).
+if ! command -v wscat >/dev/null; then
+  log "installing wscat"
+  npm install -g --silent wscat@6 >/dev/null
+fi
+if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
+  log "installing awscli and boto3"
+  python3 -m pip install --quiet awscli boto3
+fi
+
+log "running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
