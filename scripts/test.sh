@@ -32,6 +32,11 @@ if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
   python3 -m pip install --quiet awscli boto3
 fi
 
+if ! command -v kosoku >/dev/null; then
+  log "installing kosoku (the Autobahn TestSuite runner)"
+  python3 -m pip install --quiet kosoku
+fi
+
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

@@ -137,8 +137,46 @@ const PROTOCOL: u16 = 1002;
 /// Decodes client frames and reassembles fragmented messages.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    /// The message being reassembled: its binary flag and the payload so far.
-    fragments: Option<(bool, BytesMut)>,
+    /// The message being reassembled.
+    fragments: Option<Partial>,
+    /// Payload bytes of the incomplete frame at the front of the buffer already unmasked and,
+    /// for text, checked as UTF-8.
+    unmasked: usize,
+}
+
+/// A fragmented message so far.
+#[derive(Debug)]
+struct Partial {
+    binary: bool,
+    data: BytesMut,
+    /// How much of a text message is known to be valid UTF-8: invalid text fails at the
+    /// fragment that breaks it, not at the end of the message.
+    checked: usize,
+}
+
+impl Partial {
+    fn new(binary: bool, data: BytesMut) -> Result<Self, Violation> {
+        let mut partial = Partial {
+            binary,
+            data,
+            checked: 0,
+        };
+        partial.check_utf8()?;
+        Ok(partial)
+    }
+
+    fn check_utf8(&mut self) -> Result<(), Violation> {
+        if self.binary {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // An incomplete sequence at the end may be finished by the next fragment.
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(violation(1007, "Text message is not valid UTF-8")),
+        }
+        Ok(())
+    }
 }
 
 impl Decoder {
@@ -158,16 +196,17 @@ impl Decoder {
             let header_len = cursor.position() as usize;
             self.check_header(&header, len, limits)?;
             let len = len as usize;
+            let mask = header.mask.unwrap_or_default();
             if buf.len() < header_len + len {
+                self.check_partial_frame(&header, &mut buf[header_len..], mask)?;
                 // Make room for the rest of the frame in one allocation.
                 buf.reserve(header_len + len - buf.len());
                 return Ok(None);
             }
             let _ = buf.split_to(header_len);
             let mut payload = buf.split_to(len);
-            if let Some(mask) = header.mask {
-                apply_mask(&mut payload, mask);
-            }
+            apply_mask_from(&mut payload[self.unmasked..], mask, self.unmasked);
+            self.unmasked = 0;
             match header.opcode {
                 OpCode::Control(Control::Ping) => return Ok(Some(Decoded::Ping(payload.freeze()))),
                 OpCode::Control(Control::Pong) => return Ok(Some(Decoded::Pong)),
@@ -176,28 +215,63 @@ impl Decoder {
                     return Err(violation(PROTOCOL, "Reserved opcode"));
                 }
                 OpCode::Data(Data::Continue) => {
-                    let (binary, mut data) = self
+                    let mut partial = self
                         .fragments
                         .take()
                         .ok_or(violation(PROTOCOL, "Continuation frame without a message"))?;
-                    if data.len() + payload.len() > limits.max_message {
+                    if partial.data.len() + payload.len() > limits.max_message {
                         return Err(violation(1009, "Message too big"));
                     }
-                    data.extend_from_slice(&payload);
+                    partial.data.extend_from_slice(&payload);
                     if header.is_final {
-                        return finish(data.freeze(), binary).map(Some);
+                        return finish(partial.data.freeze(), partial.binary).map(Some);
                     }
-                    self.fragments = Some((binary, data));
+                    partial.check_utf8()?;
+                    self.fragments = Some(partial);
                 }
                 OpCode::Data(data_kind) => {
                     let binary = data_kind == Data::Binary;
                     if header.is_final {
                         return finish(payload.freeze(), binary).map(Some);
                     }
-                    self.fragments = Some((binary, payload));
+                    self.fragments = Some(Partial::new(binary, payload)?);
                 }
             }
             // A non-final fragment was stored; look for the next frame.
+        }
+    }
+
+    /// Unmasks what has arrived of an incomplete text frame and checks it is UTF-8 so far, so
+    /// that invalid text fails as soon as it arrives.
+    fn check_partial_frame(
+        &mut self,
+        header: &FrameHeader,
+        received: &mut [u8],
+        mask: [u8; 4],
+    ) -> Result<(), Violation> {
+        let text = match header.opcode {
+            OpCode::Data(Data::Text) => true,
+            OpCode::Data(Data::Continue) => self.fragments.as_ref().is_some_and(|p| !p.binary),
+            _ => false,
+        };
+        if !text || received.len() <= self.unmasked {
+            return Ok(());
+        }
+        apply_mask_from(&mut received[self.unmasked..], mask, self.unmasked);
+        self.unmasked = received.len();
+        // Bytes of the message before this frame that may start an unfinished sequence.
+        let carried: &[u8] = match &self.fragments {
+            Some(p) => &p.data[p.checked..],
+            None => &[],
+        };
+        let mut probe = Vec::with_capacity(carried.len() + received.len());
+        probe.extend_from_slice(carried);
+        probe.extend_from_slice(received);
+        match std::str::from_utf8(&probe) {
+            Err(e) if e.error_len().is_some() => {
+                Err(violation(1007, "Text message is not valid UTF-8"))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -231,7 +305,7 @@ impl Decoder {
             )),
             OpCode::Data(data_kind) => {
                 let binary = match data_kind {
-                    Data::Continue => self.fragments.as_ref().is_some_and(|(b, _)| *b),
+                    Data::Continue => self.fragments.as_ref().is_some_and(|p| p.binary),
                     kind => kind == Data::Binary,
                 };
                 if binary && !limits.accept_binary {
@@ -240,7 +314,7 @@ impl Decoder {
                 if len > limits.max_frame as u64 {
                     return Err(violation(1009, "Frame too big"));
                 }
-                let so_far = self.fragments.as_ref().map_or(0, |(_, d)| d.len()) as u64;
+                let so_far = self.fragments.as_ref().map_or(0, |p| p.data.len()) as u64;
                 if so_far + len > limits.max_message as u64 {
                     return Err(violation(1009, "Message too big"));
                 }
@@ -271,6 +345,17 @@ fn parse_close(payload: &[u8]) -> Result<Decoded, Violation> {
             Ok(Decoded::Close(Some((code, reason.to_owned()))))
         }
     }
+}
+
+/// Unmasks a client payload in place, starting at payload offset `offset`.
+fn apply_mask_from(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    let rotated = [
+        mask[offset % 4],
+        mask[(offset + 1) % 4],
+        mask[(offset + 2) % 4],
+        mask[(offset + 3) % 4],
+    ];
+    apply_mask(buf, rotated);
 }
 
 /// Unmasks a client payload in place.
@@ -442,6 +527,56 @@ mod tests {
         // Only the header of a 1 MiB frame has arrived: refuse it without waiting for the rest.
         let header = &encode_client_frame(1, true, &vec![0; 1 << 20], M)[..14];
         assert_eq!(decode_all(header, &LIMITS).unwrap_err().code, 1009);
+    }
+
+    #[test]
+    fn invalid_text_fails_at_the_fragment_that_breaks_it() {
+        // "κόσμε" split inside a multi-byte sequence is fine...
+        let text = "κόσμε".as_bytes();
+        let mut ok = encode_client_frame(1, false, &text[..3], M);
+        ok.extend(encode_client_frame(0, true, &text[3..], M));
+        assert_eq!(
+            decode_all(&ok, &LIMITS).unwrap(),
+            vec![Decoded::Message {
+                data: Bytes::from_static("κόσμε".as_bytes()),
+                binary: false
+            }]
+        );
+        // ...but an invalid byte fails before the message ends.
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::from(&encode_client_frame(1, false, b"ok", M)[..]);
+        buf.extend_from_slice(&encode_client_frame(0, false, &[0xff], M));
+        assert_eq!(d.decode(&mut buf, &LIMITS).unwrap_err().code, 1007);
+    }
+
+    #[test]
+    fn invalid_text_fails_before_its_frame_is_complete() {
+        let mut payload = b"hello".to_vec();
+        payload.push(0xff);
+        payload.extend_from_slice(&[b'a'; 100]);
+        let frame = encode_client_frame(1, true, &payload, M);
+        let mut d = Decoder::default();
+        // Only the first 12 bytes have arrived: the invalid byte is among them.
+        let mut buf = BytesMut::from(&frame[..12]);
+        assert_eq!(d.decode(&mut buf, &LIMITS).unwrap_err().code, 1007);
+        // A valid frame that arrives in pieces is unmasked correctly across them.
+        let frame = encode_client_frame(1, true, "héllo wörld".as_bytes(), M);
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = None;
+        for byte in frame {
+            buf.extend_from_slice(&[byte]);
+            if let Some(x) = d.decode(&mut buf, &LIMITS).unwrap() {
+                out = Some(x);
+            }
+        }
+        assert_eq!(
+            out,
+            Some(Decoded::Message {
+                data: Bytes::from("héllo wörld"),
+                binary: false
+            })
+        );
     }
 
     #[test]
