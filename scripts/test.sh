@@ -37,9 +37,18 @@ if ! command -v kosoku >/dev/null; then
   python3 -m pip install --quiet kosoku
 fi
 
+# Fuzz first so that the test runner's summary closes the output.
+log "fuzzing each parser for ${FUZZ_SECONDS:=15}s"
+fuzz_status=0
+./scripts/fuzz.sh "$FUZZ_SECONDS" || fuzz_status=$?
+
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
+fi
+if [ "$fuzz_status" -ne 0 ]; then
+  echo "error: fuzzing found a crash (see above)" >&2
+  exit "$fuzz_status"
 fi

@@ -339,35 +339,10 @@ async fn the_switchboard_cli_clients() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("< line one"));
 }
 
-/// Starts the real binary on a free port; returns it and its address.
-async fn spawn_binary(
-    data_dir: &std::path::Path,
-) -> (Child, String, Lines<BufReader<tokio::process::ChildStderr>>) {
-    let mut child = switchboard()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the server logs");
-            if let Some(rest) = line.split("address=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the server starts");
-    (child, addr, lines)
-}
-
 #[tokio::test]
 async fn sigterm_drains_connections_and_logs_each_one() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, addr, mut logs) = spawn_binary(data.path()).await;
+    let (mut child, addr, mut logs) = spawn_binary(data.path(), &[]).await;
     let mut a = Client::connect(&format!("ws://{addr}/dev")).await;
     let id = a.chat_id().await;
     let pid = child.id().unwrap().to_string();

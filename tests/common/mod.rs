@@ -331,3 +331,47 @@ pub async fn raw_ws(server: &TestServer) -> TcpStream {
 pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     switchboard::gateway::frame::encode_client_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
 }
+
+/// Starts the real binary on a free port with extra `serve` arguments; returns the child, its
+/// address and its log lines (stderr) after the `listening` line.
+pub async fn spawn_binary(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the server logs");
+            if let Some(rest) = line.split("address=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server starts");
+    (child, addr, lines)
+}
+
+/// The resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS is reported")
+}
