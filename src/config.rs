@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sigv4::Credential;
+
 /// Limits, with API Gateway's values as defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +134,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a graceful shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// Key pairs that may call the management API over HTTP (SigV4). Empty: loopback only.
+    pub management_credentials: Vec<Credential>,
 }
 
 impl Default for Config {
@@ -143,6 +147,7 @@ impl Default for Config {
             app: BuiltinApp::Chat,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
+            management_credentials: Vec::new(),
         }
     }
 }
@@ -189,6 +194,52 @@ pub struct FileConfig {
     /// Limits; keys left out keep their defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// Who may call the management API.
+    #[serde(default)]
+    pub management: ManagementSection,
+}
+
+/// The `[management]` section: credentials for SigV4-signed management calls.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSection {
+    /// One key pair's id (with `secret_access_key`).
+    pub access_key_id: Option<String>,
+    /// One key pair's secret (with `access_key_id`).
+    pub secret_access_key: Option<String>,
+    /// More key pairs.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+}
+
+impl ManagementSection {
+    /// Every configured key pair.
+    pub fn credentials(&self) -> Result<Vec<Credential>, ConfigError> {
+        let mut all = self.credentials.clone();
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => all.push(Credential {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "management.access_key_id".into(),
+                    reason: "access_key_id and secret_access_key go together".into(),
+                });
+            }
+        }
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.access_key_id.is_empty() || c.secret_access_key.is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "management.credentials".into(),
+                reason: format!("empty key or secret for {:?}", c.access_key_id),
+            });
+        }
+        Ok(all)
+    }
 }
 
 impl FileConfig {
@@ -276,6 +327,30 @@ mod tests {
             .to_string();
         assert!(e.contains("idle_timeout"), "{e}");
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn management_credentials() {
+        let f = FileConfig::parse(
+            "[management]\naccess_key_id = \"A\"\nsecret_access_key = \"s\"\n\n[[management.credentials]]\naccess_key_id = \"B\"\nsecret_access_key = \"t\"\n",
+        )
+        .unwrap();
+        let ids: Vec<String> = f
+            .management
+            .credentials()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.access_key_id)
+            .collect();
+        assert_eq!(ids, ["B", "A"]);
+        let f = FileConfig::parse("[management]\naccess_key_id = \"A\"\n").unwrap();
+        assert!(
+            f.management
+                .credentials()
+                .unwrap_err()
+                .to_string()
+                .contains("go together")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod integration;
 pub mod management;
 pub mod selection;
 pub mod server;
+pub mod sigv4;
 pub mod time;
 
 pub use config::Config;

@@ -186,6 +186,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     };
     let mut config = Config {
         data_dir: args.data_dir.clone(),
+        management_credentials: file.management.credentials()?,
         limits: file.limits,
         ..Config::default()
     };

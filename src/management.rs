@@ -18,6 +18,7 @@ use percent_encoding::percent_decode_str;
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::{ConnectionInfo, Deferred, ManageError, Registry};
 use crate::ids::Id;
+use crate::sigv4::{Credential, SignedRequest, Verifier};
 use crate::time;
 
 /// The management interface: post to, describe and close connections by id.
@@ -25,6 +26,7 @@ use crate::time;
 pub struct ManagementApi {
     registry: Arc<dyn Registry>,
     max_payload: usize,
+    verifier: Arc<Verifier>,
 }
 
 impl std::fmt::Debug for ManagementApi {
@@ -52,7 +54,16 @@ impl ManagementApi {
         ManagementApi {
             registry,
             max_payload,
+            verifier: Arc::default(),
         }
+    }
+
+    /// Requires HTTP callers to sign with one of these key pairs (SigV4, `execute-api`).
+    /// Without credentials, HTTP callers must be on loopback. Calls from inside the process
+    /// (built-in apps) are not HTTP and need neither.
+    pub fn with_credentials(mut self, credentials: Vec<Credential>) -> Self {
+        self.verifier = Arc::new(Verifier::new(credentials));
+        self
     }
 
     /// PostToConnection: sends `data` as one frame (text when it is UTF-8, else binary).
@@ -234,13 +245,36 @@ fn request_uuid() -> String {
     )
 }
 
-/// Who may call the management API.
-pub fn authorize(peer: SocketAddr) -> Result<(), AwsError> {
+/// Who may call the management API over HTTP: with credentials configured, whoever signs
+/// with one of them (from anywhere); without, callers on loopback.
+fn authorize(
+    verifier: &Verifier,
+    peer: SocketAddr,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<(), AwsError> {
+    if verifier.is_enabled() {
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let request = SignedRequest {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers: &headers,
+            body,
+        };
+        return verifier
+            .verify(&request, time::now_ms())
+            .map_err(|e| AwsError::forbidden(e.to_string()));
+    }
     if peer.ip().to_canonical().is_loopback() {
         Ok(())
     } else {
         Err(AwsError::forbidden(
-            "the management API accepts calls from loopback only",
+            "the management API accepts calls from loopback only unless credentials are configured",
         ))
     }
 }
@@ -264,7 +298,13 @@ async fn handle_inner(
     peer: SocketAddr,
     request: Request<Body>,
 ) -> Result<Response, AwsError> {
-    authorize(peer)?;
+    let (parts, body) = request.into_parts();
+    let limit = api.max_payload();
+    // Read the body first: a signature covers it. One byte over the limit is enough to know.
+    let body = axum::body::to_bytes(body, limit + 1)
+        .await
+        .map_err(|_| PostError::TooLarge(limit))?;
+    authorize(&api.verifier, peer, &parts, &body)?;
     let id = id.map_err(|bad| {
         AwsError::new(
             StatusCode::BAD_REQUEST,
@@ -272,13 +312,8 @@ async fn handle_inner(
             format!("Invalid connectionId: {bad}"),
         )
     })?;
-    let method = request.method().clone();
-    match method {
+    match parts.method {
         Method::POST => {
-            let limit = api.max_payload();
-            let body = axum::body::to_bytes(request.into_body(), limit + 1)
-                .await
-                .map_err(|_| PostError::TooLarge(limit))?;
             if body.len() > limit {
                 return Err(PostError::TooLarge(limit).into());
             }

@@ -66,7 +66,8 @@ impl Server {
     ) -> Result<Self, Error> {
         config.validate()?;
         let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new());
-        let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes);
+        let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
+            .with_credentials(config.management_credentials.clone());
         let api = build(management.clone())?;
         let api_context = ApiContext {
             api_id: config.api_id.clone(),

@@ -368,3 +368,86 @@ async fn sigterm_drains_connections_and_logs_each_one() {
     );
     assert!(data.path().exists());
 }
+
+#[tokio::test]
+async fn configured_credentials_require_valid_signatures() {
+    let mut cfg = config();
+    cfg.management_credentials = vec![switchboard::sigv4::Credential {
+        access_key_id: "AKIDSWITCHBOARD".into(),
+        secret_access_key: "s3cr3t/with+chars".into(),
+    }];
+    let server = TestServer::start(cfg).await;
+    let mut client = server.connect().await;
+    let id = client.chat_id().await;
+
+    // boto3 signing with the configured pair works; a wrong secret is refused.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/boto3_signed.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            &server.endpoint(),
+            &id,
+            "AKIDSWITCHBOARD",
+            "s3cr3t/with+chars",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["get"], "127.0.0.1");
+    assert_eq!(
+        v["wrong_secret"],
+        serde_json::json!(["ForbiddenException", 403])
+    );
+    assert_eq!(client.recv().await, "signed and verified");
+
+    // The AWS CLI with the pair in its environment works too.
+    let out = Command::new("aws")
+        .args([
+            "apigatewaymanagementapi",
+            "get-connection",
+            "--endpoint-url",
+            &server.endpoint(),
+            "--connection-id",
+            &id,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDSWITCHBOARD")
+        .env("AWS_SECRET_ACCESS_KEY", "s3cr3t/with+chars")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Unsigned calls are refused, even from loopback.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/@connections/{}",
+            server.endpoint(),
+            id.replace('=', "%3D")
+        ))
+        .body("unsigned")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-amzn-errortype"], "ForbiddenException");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing Authentication Token")
+    );
+}
