@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::sigv4::Credential;
+use crate::tls::TlsFiles;
 
 /// Limits, with API Gateway's values as defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -136,6 +137,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Key pairs that may call the management API over HTTP (SigV4). Empty: loopback only.
     pub management_credentials: Vec<Credential>,
+    /// Serve `wss://` and `https://` with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -148,6 +151,7 @@ impl Default for Config {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
             management_credentials: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -197,6 +201,8 @@ pub struct FileConfig {
     /// Who may call the management API.
     #[serde(default)]
     pub management: ManagementSection,
+    /// TLS certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The `[management]` section: credentials for SigV4-signed management calls.

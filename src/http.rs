@@ -32,6 +32,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The listener's address.
     pub local: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
 }
 
 /// The router for everything that is not a WebSocket handshake on a fresh connection.
@@ -95,7 +97,7 @@ fn head_of(request: &Request) -> RequestHead {
 async fn upgrade(gw: Arc<Gateway>, info: ConnInfo, mut request: Request) -> Response {
     let head = head_of(&request);
     let accepted =
-        match handshake::accept(&gw, &head, 1, info.peer, info.local.port(), "http").await {
+        match handshake::accept(&gw, &head, 1, info.peer, info.local.port(), info.proto).await {
             Ok(accepted) => accepted,
             Err(rejection) => return rejection_response(&rejection),
         };

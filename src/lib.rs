@@ -18,6 +18,7 @@ pub mod selection;
 pub mod server;
 pub mod sigv4;
 pub mod time;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Error, Server, run};

@@ -80,6 +80,12 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -187,6 +193,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = Config {
         data_dir: args.data_dir.clone(),
         management_credentials: file.management.credentials()?,
+        tls: file.tls,
         limits: file.limits,
         ..Config::default()
     };
@@ -203,6 +210,12 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         config.drain_timeout = Duration::from_secs(secs);
     }
     // Flags win over the file.
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(switchboard::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     if let Some(stage) = &args.stage {
         config.stage = stage.clone();
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, ApiError};
 use crate::apps::articles::ArticlesChat;
@@ -22,6 +23,7 @@ use crate::http::{self, ConnInfo, Prefixed};
 use crate::integration::echo::Echo;
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
+use crate::tls::{TlsError, TlsFiles};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +37,25 @@ pub enum Error {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A configured server, ready to serve a listener.
-#[derive(Debug)]
 pub struct Server {
     gateway: Arc<Gateway>,
     drain_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("gateway", &self.gateway)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Server {
@@ -80,9 +94,11 @@ impl Server {
             registry,
             management,
         );
+        let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         Ok(Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
+            tls,
         })
     }
 
@@ -118,7 +134,14 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let task = handle_socket(gw.clone(), router.clone(), stream, peer, permit);
+                    let task = handle_socket(
+                        gw.clone(),
+                        router.clone(),
+                        self.tls.clone(),
+                        stream,
+                        peer,
+                        permit,
+                    );
                     gw.tracker.spawn(task);
                 }
                 Err(error) => {
@@ -153,7 +176,8 @@ impl Server {
 async fn handle_socket(
     gw: Arc<Gateway>,
     router: Router,
-    mut stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    stream: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -161,6 +185,45 @@ async fn handle_socket(
         return;
     };
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_stream(
+            gw,
+            router,
+            stream,
+            ConnInfo {
+                peer,
+                local,
+                proto: "http",
+            },
+        )
+        .await;
+    };
+    let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            serve_stream(
+                gw,
+                router,
+                stream,
+                ConnInfo {
+                    peer,
+                    local,
+                    proto: "https",
+                },
+            )
+            .await
+        }
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves one connection, plain or TLS, from its first request on.
+async fn serve_stream<S>(gw: Arc<Gateway>, router: Router, mut stream: S, info: ConnInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ConnInfo { peer, local, proto } = info;
     let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
     let read = tokio::select! {
         read = tokio::time::timeout(timeout, handshake::read_head(&mut stream)) => read,
@@ -179,7 +242,7 @@ async fn handle_socket(
         }
     };
     if is_upgrade(&read.head) {
-        match handshake::accept(&gw, &read.head, read.version, peer, local.port(), "http").await {
+        match handshake::accept(&gw, &read.head, read.version, peer, local.port(), proto).await {
             Ok(accepted) => {
                 // Copy the (rare) bytes sent after the head so the head's buffer is freed.
                 let leftover = if read.raw.len() > read.head_len {
@@ -199,13 +262,7 @@ async fn handle_socket(
     }
     let prefix = std::mem::take(&mut read.raw).freeze();
     drop(read);
-    http::serve(
-        gw,
-        router,
-        Prefixed::new(prefix, stream),
-        ConnInfo { peer, local },
-    )
-    .await;
+    http::serve(gw, router, Prefixed::new(prefix, stream), info).await;
 }
 
 /// Serves `listener` with `config` until `shutdown` completes.
