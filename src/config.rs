@@ -37,6 +37,18 @@ pub struct Limits {
     /// Integration calls one connection may have running at once; beyond, the gateway stops
     /// reading that connection until one finishes.
     pub max_inflight_per_connection: usize,
+    /// Open connections allowed from one source address; beyond, 429. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections accepted per second (API Gateway's 500/s analogue); beyond, 429.
+    /// 0: no limit.
+    pub max_new_connections_per_sec: u32,
+    /// Messages one connection may send per second; beyond, the message is not routed and
+    /// the client gets a `Too Many Requests` frame. 0: no limit.
+    pub max_messages_per_sec: u32,
+    /// Origins allowed to open WebSockets (`https://app.example.com`, `https://*.example.com`,
+    /// `*`); others get 403. Empty: any. Handshakes without `Origin` (non-browser clients)
+    /// are always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -53,6 +65,10 @@ impl Default for Limits {
             max_url_bytes: 4096,
             max_connections: 100_000,
             max_inflight_per_connection: 16,
+            max_connections_per_ip: 0,
+            max_new_connections_per_sec: 0,
+            max_messages_per_sec: 0,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod ids;
 pub mod integration;
+pub mod limits;
 pub mod management;
 pub mod selection;
 pub mod server;

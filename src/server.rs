@@ -21,6 +21,7 @@ use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
 use crate::http::{self, ConnInfo, Prefixed};
 use crate::integration::echo::Echo;
+use crate::limits::{Admission, Admitted, Refusal};
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
 use crate::tls::{TlsError, TlsFiles};
@@ -118,15 +119,14 @@ impl Server {
         let router = http::router(gw.clone());
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
-        let limit = Arc::new(Semaphore::new(gw.limits.max_connections));
+        let limit = Arc::new(Semaphore::new(connection_limit(gw.limits.max_connections)));
+        let admission = Admission::new(
+            gw.limits.max_connections_per_ip,
+            gw.limits.max_new_connections_per_sec,
+        );
         tracing::info!(address = %listener.local_addr()?, stage = %gw.api_context.stage, "listening");
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
             let accepted = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -134,15 +134,32 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let task = handle_socket(
-                        gw.clone(),
-                        router.clone(),
-                        self.tls.clone(),
-                        stream,
-                        peer,
-                        permit,
-                    );
-                    gw.tracker.spawn(task);
+                    let tls = self.tls.clone();
+                    let admitted = match limit.clone().try_acquire_owned() {
+                        Err(_) => Err((503, "The server is at its connection limit")),
+                        Ok(permit) => admission
+                            .admit(peer.ip())
+                            .map(|admitted| (permit, admitted))
+                            .map_err(Refusal::answer),
+                    };
+                    match admitted {
+                        Ok(places) => {
+                            let task = handle_socket(
+                                gw.clone(),
+                                router.clone(),
+                                tls,
+                                stream,
+                                peer,
+                                places,
+                            );
+                            gw.tracker.spawn(task);
+                        }
+                        Err((status, message)) => {
+                            tracing::debug!(%peer, status, message, "connection refused");
+                            gw.tracker
+                                .spawn(refuse(gw.clone(), tls, stream, status, message));
+                        }
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors or a similar transient condition: back off.
@@ -172,6 +189,65 @@ impl Server {
     }
 }
 
+/// The connection limit actually enforced: the configured one, or less when the process may
+/// not open that many files (each connection is one).
+fn connection_limit(configured: usize) -> usize {
+    let Some(files) = open_file_limit() else {
+        return configured;
+    };
+    // Leave room for the listener, log files, the data store and outgoing HTTP.
+    let usable = files.saturating_sub(64).max(1);
+    if configured > usable {
+        tracing::warn!(
+            configured,
+            open_file_limit = files,
+            enforced = usable,
+            "max_connections is above what this process may open; enforcing the lower limit"
+        );
+        return usable;
+    }
+    configured
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Answers a connection turned away before its request was read, then closes it.
+async fn refuse(
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    stream: TcpStream,
+    status: u16,
+    message: &'static str,
+) {
+    let mut rejection = handshake::Rejection::new(status, message);
+    rejection.headers.push(("Retry-After", "1".into()));
+    let response = rejection.to_http();
+    let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
+    let _ = tokio::time::timeout(timeout, async {
+        match tls {
+            None => {
+                let mut stream = stream;
+                let _ = stream.write_all(&response).await;
+            }
+            Some(acceptor) => {
+                if let Ok(mut stream) = acceptor.accept(stream).await {
+                    let _ = stream.write_all(&response).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// A connection's places in the global and per-address counts, held while it is open.
+type Places = (OwnedSemaphorePermit, Admitted);
+
 /// Reads the first request of a connection and hands it to the WebSocket handshake or to HTTP.
 async fn handle_socket(
     gw: Arc<Gateway>,
@@ -179,7 +255,7 @@ async fn handle_socket(
     tls: Option<TlsAcceptor>,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _places: Places,
 ) {
     let Ok(local) = stream.local_addr() else {
         return;

@@ -34,6 +34,7 @@ use crate::gateway::frame::{Decoded, Decoder, OutFrame, Violation};
 use crate::gateway::registry::Deferred;
 use crate::ids::Id;
 use crate::integration::IntegrationError;
+use crate::limits::TokenBucket;
 use crate::time;
 
 /// How long the gateway waits for the client's close frame after sending its own.
@@ -110,6 +111,8 @@ pub(crate) struct Driver<'g, S> {
     inflight: FuturesUnordered<InvokeFuture>,
     closing: Option<Closing>,
     close_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Messages per second, when limited.
+    rate: Option<TokenBucket>,
 }
 
 impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
@@ -125,6 +128,8 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
             inflight: FuturesUnordered::new(),
             closing: None,
             close_timer: None,
+            rate: (gw.limits.max_messages_per_sec > 0)
+                .then(|| TokenBucket::new(gw.limits.max_messages_per_sec)),
         }
     }
 
@@ -349,6 +354,12 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     }
 
     fn on_message(&mut self, message: Message) {
+        if let Some(rate) = &mut self.rate
+            && !rate.try_take()
+        {
+            self.send_error("Too Many Requests", Id::random());
+            return;
+        }
         let gw = self.gw;
         let selected = gw.api.select(&message);
         let request_id = Id::random();

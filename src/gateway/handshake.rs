@@ -200,6 +200,9 @@ pub async fn accept(
     if !is_stage_path(&head.path, &gw.api_context.stage) {
         return Err(Rejection::new(404, "Not found"));
     }
+    if !crate::limits::origin_allowed(&gw.limits.allowed_origins, head.header("origin")) {
+        return Err(Rejection::new(403, "Origin not allowed"));
+    }
     if head.method != "GET" || version < 1 {
         return Err(Rejection::new(
             400,
