@@ -15,6 +15,7 @@ fi
 apt_needed=()
 command -v node >/dev/null || apt_needed+=(nodejs npm)
 command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
+command -v redis-server >/dev/null || apt_needed+=(redis-server)
 if ((${#apt_needed[@]})); then
   log "installing ${apt_needed[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cluster::ClusterConfig;
 use crate::sigv4::Credential;
 use crate::tls::TlsFiles;
 
@@ -155,6 +156,8 @@ pub struct Config {
     pub management_credentials: Vec<Credential>,
     /// Serve `wss://` and `https://` with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Join a cluster of nodes sharing one Redis.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -168,6 +171,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             management_credentials: Vec::new(),
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -219,6 +223,79 @@ pub struct FileConfig {
     pub management: ManagementSection,
     /// TLS certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Cluster membership.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://host:port/db`.
+    pub redis: String,
+    /// This node's name; defaults to `{hostname}-{pid}`.
+    pub node_id: Option<String>,
+    /// Seconds a node's heartbeat lives (a dead node's connections answer 410 within this).
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl_secs: u64,
+    /// Prefix of every Redis key and channel.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Milliseconds a request to another node may take.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_node_ttl() -> u64 {
+    15
+}
+
+fn default_prefix() -> String {
+    "switchboard".into()
+}
+
+fn default_request_timeout() -> u64 {
+    2000
+}
+
+impl ClusterSection {
+    /// The cluster configuration this section describes.
+    pub fn to_config(&self) -> Result<ClusterConfig, ConfigError> {
+        if self.node_ttl_secs * 1000 < self.request_timeout_ms + 1000 {
+            return Err(ConfigError::Invalid {
+                key: "cluster.node_ttl_secs".into(),
+                reason: "must be at least one second more than request_timeout_ms".into(),
+            });
+        }
+        let mut config = ClusterConfig::new(
+            self.redis.clone(),
+            self.node_id.clone().unwrap_or_else(default_node_id),
+        );
+        config.node_ttl = Duration::from_secs(self.node_ttl_secs);
+        config.key_prefix = self.key_prefix.clone();
+        config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        Ok(config)
+    }
+}
+
+/// `{hostname}-{pid}`: unique among the processes of a cluster.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{host}-{}", std::process::id())
 }
 
 /// The `[management]` section: credentials for SigV4-signed management calls.

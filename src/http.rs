@@ -40,8 +40,21 @@ pub struct ConnInfo {
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .fallback(dispatch)
         .with_state(gateway)
+}
+
+/// 200 when serving with every backend reachable; 503 while draining or when a backend the
+/// node needs (the cluster's Redis) is unreachable.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.shutdown.is_cancelled() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    if !gw.registry.is_ready() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "a backend is unreachable");
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {

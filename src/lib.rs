@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apps;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod gateway;

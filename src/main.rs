@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::cli::{self, ConnectOptions, ManageCall};
-use switchboard::config::{BuiltinApp, Config, FileConfig};
+use switchboard::cluster::ClusterConfig;
+use switchboard::config::{BuiltinApp, Config, FileConfig, default_node_id};
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +81,12 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Join a cluster: the Redis (or Valkey) URL shared by every node.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME-PID].
+    #[arg(long)]
+    node_id: Option<String>,
     /// PEM certificate chain: serve wss:// and https:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -194,6 +201,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         data_dir: args.data_dir.clone(),
         management_credentials: file.management.credentials()?,
         tls: file.tls,
+        cluster: file.cluster.as_ref().map(|c| c.to_config()).transpose()?,
         limits: file.limits,
         ..Config::default()
     };
@@ -215,6 +223,20 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
             cert: cert.clone(),
             key: key.clone(),
         });
+    }
+    if let Some(url) = &args.redis {
+        let mut cluster = config
+            .cluster
+            .take()
+            .unwrap_or_else(|| ClusterConfig::new(url.clone(), default_node_id()));
+        cluster.redis_url = url.clone();
+        config.cluster = Some(cluster);
+    }
+    if let Some(node_id) = &args.node_id {
+        let Some(cluster) = config.cluster.as_mut() else {
+            anyhow::bail!("--node-id needs --redis or a [cluster] section in the configuration");
+        };
+        cluster.node_id = node_id.clone();
     }
     if let Some(stage) = &args.stage {
         config.stage = stage.clone();

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, ApiError};
 use crate::apps::articles::ArticlesChat;
+use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
 use crate::gateway::Gateway;
@@ -41,6 +42,9 @@ pub enum Error {
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The cluster configuration is unusable.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A configured server, ready to serve a listener.
@@ -48,6 +52,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     drain_timeout: Duration,
     tls: Option<TlsAcceptor>,
+    cluster: Option<Arc<ClusterRegistry>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -55,6 +60,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("gateway", &self.gateway)
             .field("tls", &self.tls.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -80,7 +86,15 @@ impl Server {
         build: impl FnOnce(ManagementApi) -> Result<Api, ApiError>,
     ) -> Result<Self, Error> {
         config.validate()?;
-        let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new());
+        let cluster = config
+            .cluster
+            .clone()
+            .map(ClusterRegistry::new)
+            .transpose()?;
+        let registry: Arc<dyn Registry> = match &cluster {
+            Some(cluster) => cluster.clone(),
+            None => Arc::new(LocalRegistry::new()),
+        };
         let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
             .with_credentials(config.management_credentials.clone());
         let api = build(management.clone())?;
@@ -100,6 +114,7 @@ impl Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
             tls,
+            cluster,
         })
     }
 
@@ -119,6 +134,10 @@ impl Server {
         let router = http::router(gw.clone());
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
+        if let Some(cluster) = &self.cluster {
+            let run = cluster.clone().run(gw.shutdown.clone(), self.drain_timeout);
+            gw.tracker.spawn(run);
+        }
         let limit = Arc::new(Semaphore::new(connection_limit(gw.limits.max_connections)));
         let admission = Admission::new(
             gw.limits.max_connections_per_ip,

@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use crate::event::{ApiContext, ConnectionContext, EventKind};
     use crate::gateway::conn::Conn;
-    use crate::gateway::registry::{LocalRegistry, Registry};
+    use crate::gateway::registry::LocalRegistry;
 
     fn context(id: Id) -> ConnectionContext {
         ConnectionContext {
@@ -234,7 +234,7 @@ mod tests {
         let registry = Arc::new(LocalRegistry::new());
         let chat = ArticlesChat::new(ManagementApi::new(registry.clone(), 1024));
         let live = Arc::new(Conn::new(context(Id::random()), 4096));
-        registry.register(live.clone());
+        registry.insert(live.clone());
         lifecycle(&chat, keys::CONNECT, live.id());
         // A stale id: in the table, but the connection vanished without `$disconnect`.
         lifecycle(&chat, keys::CONNECT, Id::random());

@@ -72,6 +72,11 @@ impl OutFrame {
         OutFrame(buf.freeze())
     }
 
+    /// A frame already encoded by another node.
+    pub(crate) fn from_encoded(bytes: Bytes) -> Self {
+        OutFrame(bytes)
+    }
+
     /// The encoded bytes.
     pub fn bytes(&self) -> &Bytes {
         &self.0

@@ -107,7 +107,7 @@ impl Gateway {
                 return;
             }
             drop(accepted);
-            if !self.registry.register(conn.clone()) {
+            if !self.registry.register(conn.clone()).resolve().await {
                 // Ids are checked when they are made; a clash here is a bug worth knowing of.
                 tracing::error!("connection id already registered");
                 return;

@@ -92,7 +92,7 @@ impl ConnectionInfo {
 /// The set of connections the management API can reach.
 pub trait Registry: Send + Sync + 'static {
     /// Adds a connection after its `$connect` succeeded; false if the id is taken.
-    fn register(&self, conn: Arc<Conn>) -> bool;
+    fn register(&self, conn: Arc<Conn>) -> Deferred<bool>;
     /// Removes a connection that has closed.
     fn unregister(&self, id: &Id);
     /// A connection of this process.
@@ -107,6 +107,10 @@ pub trait Registry: Send + Sync + 'static {
     fn info(&self, id: &Id) -> Deferred<Result<ConnectionInfo, ManageError>>;
     /// Closes a connection with code 1000.
     fn disconnect(&self, id: &Id) -> Deferred<Result<(), ManageError>>;
+    /// Whether every backend the registry needs is reachable (`/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 const SHARDS: usize = 64;
@@ -142,13 +146,13 @@ impl LocalRegistry {
 
     /// Posts to a local connection.
     pub fn post_local(&self, id: &Id, frame: &OutFrame) -> Result<(), ManageError> {
-        let conn = self.local(id).ok_or(ManageError::Gone)?;
+        let conn = self.get(id).ok_or(ManageError::Gone)?;
         conn.push(frame).map_err(ManageError::from)
     }
 
     /// Info of a local connection.
     pub fn info_local(&self, id: &Id) -> Result<ConnectionInfo, ManageError> {
-        let conn = self.local(id).ok_or(ManageError::Gone)?;
+        let conn = self.get(id).ok_or(ManageError::Gone)?;
         if conn.is_closing() {
             return Err(ManageError::Gone);
         }
@@ -157,7 +161,7 @@ impl LocalRegistry {
 
     /// Closes a local connection with 1000.
     pub fn disconnect_local(&self, id: &Id) -> Result<(), ManageError> {
-        let conn = self.local(id).ok_or(ManageError::Gone)?;
+        let conn = self.get(id).ok_or(ManageError::Gone)?;
         if conn.request_close(1000, "Connection Closed Normally") {
             Ok(())
         } else {
@@ -166,8 +170,9 @@ impl LocalRegistry {
     }
 }
 
-impl Registry for LocalRegistry {
-    fn register(&self, conn: Arc<Conn>) -> bool {
+impl LocalRegistry {
+    /// Adds a connection; false if the id is taken.
+    pub fn insert(&self, conn: Arc<Conn>) -> bool {
         let mut shard = self.shard(&conn.id()).lock().expect("registry lock");
         match shard.entry(conn.id()) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -178,11 +183,13 @@ impl Registry for LocalRegistry {
         }
     }
 
-    fn unregister(&self, id: &Id) {
+    /// Removes a connection.
+    pub fn remove(&self, id: &Id) {
         self.shard(id).lock().expect("registry lock").remove(id);
     }
 
-    fn local(&self, id: &Id) -> Option<Arc<Conn>> {
+    /// A connection by id.
+    pub fn get(&self, id: &Id) -> Option<Arc<Conn>> {
         self.shard(id)
             .lock()
             .expect("registry lock")
@@ -190,19 +197,43 @@ impl Registry for LocalRegistry {
             .cloned()
     }
 
-    fn local_connections(&self) -> Vec<Arc<Conn>> {
-        let mut all = Vec::with_capacity(self.local_count());
+    /// Every connection.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        let mut all = Vec::with_capacity(self.count());
         for shard in self.shards.iter() {
             all.extend(shard.lock().expect("registry lock").values().cloned());
         }
         all
     }
 
-    fn local_count(&self) -> usize {
+    /// How many connections there are.
+    pub fn count(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().expect("registry lock").len())
             .sum()
+    }
+}
+
+impl Registry for LocalRegistry {
+    fn register(&self, conn: Arc<Conn>) -> Deferred<bool> {
+        Deferred::Ready(self.insert(conn))
+    }
+
+    fn unregister(&self, id: &Id) {
+        self.remove(id);
+    }
+
+    fn local(&self, id: &Id) -> Option<Arc<Conn>> {
+        self.get(id)
+    }
+
+    fn local_connections(&self) -> Vec<Arc<Conn>> {
+        self.all()
+    }
+
+    fn local_count(&self) -> usize {
+        self.count()
     }
 
     fn post(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
@@ -242,9 +273,9 @@ mod tests {
         let r = LocalRegistry::new();
         let c = conn();
         let id = c.id();
-        assert!(r.register(c.clone()));
-        assert!(!r.register(c.clone()), "ids are unique");
-        assert_eq!(r.local_count(), 1);
+        assert!(r.insert(c.clone()));
+        assert!(!r.insert(c.clone()), "ids are unique");
+        assert_eq!(r.count(), 1);
         assert_eq!(r.post_local(&id, &OutFrame::text(b"x")), Ok(()));
         let info = r.info_local(&id).unwrap();
         assert_eq!(info.connected_at_ms, 5);
@@ -255,9 +286,9 @@ mod tests {
             r.post_local(&id, &OutFrame::text(b"x")),
             Err(ManageError::Gone)
         );
-        r.unregister(&id);
-        assert_eq!(r.local_count(), 0);
+        r.remove(&id);
+        assert_eq!(r.count(), 0);
         assert_eq!(r.disconnect_local(&id), Err(ManageError::Gone));
-        assert_eq!(r.local_connections().len(), 0);
+        assert_eq!(r.all().len(), 0);
     }
 }
