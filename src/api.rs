@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::event::Message;
 use crate::integration::Integration;
+use crate::metrics::RouteMetrics;
 use crate::selection::SelectionExpression;
 
 /// The special route keys.
@@ -22,7 +23,6 @@ pub mod keys {
 }
 
 /// One route: its integration and whether its result goes back to the client.
-#[derive(Clone)]
 pub struct Route {
     /// The route key.
     pub key: Arc<str>,
@@ -30,6 +30,8 @@ pub struct Route {
     pub integration: Arc<dyn Integration>,
     /// Whether a route response (`$default`) sends the result's body back as a frame.
     pub two_way: bool,
+    /// What is counted for this route.
+    pub metrics: RouteMetrics,
 }
 
 impl std::fmt::Debug for Route {
@@ -62,14 +64,14 @@ pub enum ApiError {
 #[derive(Debug, Clone)]
 pub struct Api {
     selection: SelectionExpression,
-    routes: HashMap<Arc<str>, Route>,
+    routes: HashMap<Arc<str>, Arc<Route>>,
 }
 
 /// The outcome of route selection for one message.
 #[derive(Debug)]
 pub struct Selected<'a> {
     /// The route, or `None` when nothing matched and there is no `$default`.
-    pub route: Option<&'a Route>,
+    pub route: Option<&'a Arc<Route>>,
     /// The frame parsed as JSON, when selection needed to parse it.
     pub json: Option<Value>,
 }
@@ -103,11 +105,12 @@ impl Api {
         let key: Arc<str> = Arc::from(key);
         self.routes.insert(
             key.clone(),
-            Route {
+            Arc::new(Route {
                 key,
                 integration,
                 two_way,
-            },
+                metrics: RouteMetrics::default(),
+            }),
         );
         Ok(self)
     }
@@ -119,7 +122,12 @@ impl Api {
 
     /// A route by key.
     pub fn get(&self, key: &str) -> Option<&Route> {
-        self.routes.get(key)
+        self.routes.get(key).map(|r| &**r)
+    }
+
+    /// Every route.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values().map(|r| &**r)
     }
 
     /// The route keys, sorted.

@@ -41,6 +41,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(dispatch)
         .with_state(gateway)
 }
@@ -55,6 +56,16 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "a backend is unreachable");
     }
     (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let cluster_up = gw.registry.is_clustered().then(|| gw.registry.is_ready());
+    let body = gw.metrics.render(
+        gw.registry.local_count(),
+        gw.api.routes().map(|r| (&*r.key, &r.metrics)),
+        cluster_up,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
@@ -112,7 +123,10 @@ async fn upgrade(gw: Arc<Gateway>, info: ConnInfo, mut request: Request) -> Resp
     let accepted =
         match handshake::accept(&gw, &head, 1, info.peer, info.local.port(), info.proto).await {
             Ok(accepted) => accepted,
-            Err(rejection) => return rejection_response(&rejection),
+            Err(rejection) => {
+                gw.metrics.rejected(rejection.status);
+                return rejection_response(&rejection);
+            }
         };
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

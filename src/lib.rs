@@ -16,6 +16,7 @@ pub mod ids;
 pub mod integration;
 pub mod limits;
 pub mod management;
+pub mod metrics;
 pub mod selection;
 pub mod server;
 pub mod sigv4;

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
@@ -18,6 +19,7 @@ use percent_encoding::percent_decode_str;
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::{ConnectionInfo, Deferred, ManageError, Registry};
 use crate::ids::Id;
+use crate::metrics::Metrics;
 use crate::sigv4::{Credential, SignedRequest, Verifier};
 use crate::time;
 
@@ -27,6 +29,7 @@ pub struct ManagementApi {
     registry: Arc<dyn Registry>,
     max_payload: usize,
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ManagementApi {
@@ -55,7 +58,25 @@ impl ManagementApi {
             registry,
             max_payload,
             verifier: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The gateway's counters (outbox overflows are counted here, where every push passes).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn count<T>(
+        &self,
+        result: Deferred<Result<T, ManageError>>,
+    ) -> Deferred<Result<T, ManageError>> {
+        if let Deferred::Ready(Err(ManageError::Full)) = &result {
+            self.metrics
+                .outbox_overflows
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Requires HTTP callers to sign with one of these key pairs (SigV4, `execute-api`).
@@ -71,7 +92,7 @@ impl ManagementApi {
         if data.len() > self.max_payload {
             return Deferred::Ready(Err(PostError::TooLarge(self.max_payload)));
         }
-        match self.registry.post(id, &OutFrame::data(data)) {
+        match self.count(self.registry.post(id, &OutFrame::data(data))) {
             Deferred::Ready(r) => Deferred::Ready(r.map_err(PostError::from)),
             Deferred::Pending(f) => {
                 Deferred::Pending(Box::pin(async move { f.await.map_err(PostError::from) }))
@@ -81,7 +102,7 @@ impl ManagementApi {
 
     /// Posts an already encoded frame; the way to send one payload to many connections.
     pub fn post_frame(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
-        self.registry.post(id, frame)
+        self.count(self.registry.post(id, frame))
     }
 
     /// GetConnection.
@@ -286,10 +307,18 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Body>,
 ) -> Response {
-    match handle_inner(api, id, peer, request).await {
+    let method = match *request.method() {
+        Method::POST => "POST",
+        Method::GET => "GET",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    };
+    let response = match handle_inner(api, id, peer, request).await {
         Ok(response) => with_request_id(response),
         Err(error) => error.into_response(),
-    }
+    };
+    api.metrics.management(method, response.status().as_u16());
+    response
 }
 
 async fn handle_inner(

@@ -174,6 +174,7 @@ impl Server {
                             gw.tracker.spawn(task);
                         }
                         Err((status, message)) => {
+                            gw.metrics.rejected(status);
                             tracing::debug!(%peer, status, message, "connection refused");
                             gw.tracker
                                 .spawn(refuse(gw.clone(), tls, stream, status, message));
@@ -350,6 +351,7 @@ where
                     .await;
             }
             Err(rejection) => {
+                gw.metrics.rejected(rejection.status);
                 let _ = stream.write_all(&rejection.to_http()).await;
             }
         }

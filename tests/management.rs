@@ -230,30 +230,23 @@ async fn callers_off_loopback_are_forbidden() {
 }
 
 #[tokio::test]
-async fn a_client_that_does_not_read_fills_its_outbox_and_posts_answer_429() {
+async fn a_client_that_does_not_read_is_closed_and_posts_answer_429_meanwhile() {
     let mut cfg = config();
     cfg.limits.max_outbox_bytes = 200 * 1024;
     let server = TestServer::start(cfg).await;
     let mut reader = server.connect().await;
     let reader_id = reader.chat_id().await;
     // A raw client that never reads after the handshake.
-    let mut stalled = raw_ws(&server).await;
-    use tokio::io::AsyncWriteExt;
-    stalled
-        .write_all(&client_frame(1, true, br#"{"action":"whoami"}"#))
-        .await
-        .unwrap();
-    // Learn its id from the registry: it is the connection that is not `reader`.
+    let stalled = raw_ws(&server).await;
     let stalled_id = loop {
-        let ids: Vec<String> = server
+        let other = server
             .gateway
             .registry
             .local_connections()
             .iter()
             .map(|c| c.id().to_string())
-            .filter(|id| *id != reader_id)
-            .collect();
-        if let Some(id) = ids.into_iter().next() {
+            .find(|id| *id != reader_id);
+        if let Some(id) = other {
             break id;
         }
         tokio::task::yield_now().await;
@@ -266,6 +259,7 @@ async fn a_client_that_does_not_read_fills_its_outbox_and_posts_answer_429() {
     );
     let payload = vec![b'z'; 100 * 1024];
     let mut refused = None;
+    // The kernel's socket buffers take a few MiB before the outbox starts to fill.
     for i in 0..2000 {
         let r = http.post(&url).body(payload.clone()).send().await.unwrap();
         if r.status() != 200 {
@@ -277,8 +271,41 @@ async fn a_client_that_does_not_read_fills_its_outbox_and_posts_answer_429() {
     assert!(count > 0);
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-amzn-errortype"], "LimitExceededException");
-    // The stalled connection is still open, and others are served.
-    assert!(server.gateway.registry.local_count() == 2);
+    // While it is being closed, posts keep answering 429; once it is gone, 410.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let status = http
+                .post(&url)
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status == 410 {
+                break;
+            }
+            assert_eq!(status, 429, "a closing slow consumer answers 429");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the slow consumer is closed");
+    let metrics = reqwest::get(server.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchboard_slow_consumers_closed_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_connections_closed_total{code=\"1008\"} 1\n"),
+        "{metrics}"
+    );
+    // Others were served throughout.
     let r = http
         .post(format!(
             "{}/@connections/{}",

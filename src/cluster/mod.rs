@@ -736,4 +736,8 @@ impl Registry for ClusterRegistry {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+
+    fn is_clustered(&self) -> bool {
+        true
+    }
 }

@@ -2,13 +2,15 @@
 //!
 //! Everything that wants to reach a client (the management API, built-in apps, the gateway's
 //! own replies) pushes pre-encoded frames into the connection's [`Outbox`]. The connection's
-//! task drains it with vectored writes. The outbox is bounded by bytes: a push that would pass
-//! the bound is refused with [`PushError::Full`] and nothing is queued; the caller decides what
-//! that means (the management API answers 429). Nothing here blocks or awaits.
+//! task drains it with vectored writes. The outbox is bounded by bytes. A push that would pass
+//! the bound is refused with [`PushError::Full`], and the connection is closed as a slow
+//! consumer: its unsent frames are dropped (freeing their memory) and it is closed with 1008
+//! [`SLOW_CONSUMER`]. Until it is gone, further pushes keep answering `Full` (the management
+//! API's 429); after, `Gone` (410). Nothing here blocks or awaits.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::Context;
 
 use bytes::Bytes;
@@ -25,6 +27,10 @@ pub struct Conn {
     /// What every event repeats about the connection.
     pub context: ConnectionContext,
     last_active_ms: AtomicI64,
+    /// Set once the outbox overflowed; the connection is then being closed.
+    overflowed: AtomicBool,
+    /// Set once a close was requested (read without the lock on every turn of the task).
+    close_requested: AtomicBool,
     outbox: Outbox,
 }
 
@@ -38,6 +44,9 @@ pub enum PushError {
     #[error("the connection's outbox is full")]
     Full,
 }
+
+/// The close reason of a connection whose outbox overflowed (code 1008).
+pub const SLOW_CONSUMER: &str = "Outbox overflow: the client is not reading";
 
 /// A close the connection's task should perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,12 +73,6 @@ struct Outbox {
     waker: AtomicWaker,
 }
 
-/// What the connection's task takes from the outbox in one go.
-#[derive(Debug, Default)]
-pub(crate) struct Drained {
-    pub(crate) close: Option<CloseRequest>,
-}
-
 impl Conn {
     /// A connection with an empty outbox bounded to `outbox_limit` bytes.
     pub fn new(context: ConnectionContext, outbox_limit: usize) -> Self {
@@ -77,6 +80,8 @@ impl Conn {
         Conn {
             context,
             last_active_ms: AtomicI64::new(now),
+            overflowed: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
             outbox: Outbox {
                 state: Mutex::new(OutboxState::default()),
                 bytes: AtomicUsize::new(0),
@@ -121,11 +126,20 @@ impl Conn {
         let len = frame.len();
         let was_empty = {
             let mut state = outbox.state.lock().expect("outbox lock");
-            if state.closed || state.close.is_some() {
+            if state.closed {
+                return Err(PushError::Gone);
+            }
+            if self.overflowed.load(Ordering::Relaxed) {
+                return Err(PushError::Full);
+            }
+            if state.close.is_some() {
                 return Err(PushError::Gone);
             }
             let queued = outbox.bytes.load(Ordering::Relaxed);
             if queued + len > outbox.limit {
+                self.overflow(&mut state);
+                drop(state);
+                outbox.waker.wake();
                 return Err(PushError::Full);
             }
             outbox.bytes.store(queued + len, Ordering::Relaxed);
@@ -143,6 +157,23 @@ impl Conn {
         Ok(())
     }
 
+    /// Starts closing a slow consumer: drops its unsent frames and asks for a 1008 close.
+    fn overflow(&self, state: &mut OutboxState) {
+        self.overflowed.store(true, Ordering::Relaxed);
+        let dropped: usize = state.frames.drain(..).map(|f| f.len()).sum();
+        self.outbox.bytes.fetch_sub(dropped, Ordering::Relaxed);
+        state.close = Some(CloseRequest {
+            code: 1008,
+            reason: SLOW_CONSUMER,
+        });
+        self.close_requested.store(true, Ordering::Release);
+    }
+
+    /// Whether the outbox overflowed (the connection is a slow consumer being closed).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
     /// Queues a control frame (pong, close) from the connection's own task: never refused.
     pub(crate) fn push_control(&self, frame: &OutFrame) {
         let mut state = self.outbox.state.lock().expect("outbox lock");
@@ -158,6 +189,7 @@ impl Conn {
                 false
             } else {
                 state.close = Some(CloseRequest { code, reason });
+                self.close_requested.store(true, Ordering::Release);
                 true
             }
         };
@@ -173,18 +205,28 @@ impl Conn {
         state.closed || state.close.is_some()
     }
 
-    /// Registers the task's waker and moves queued frames into `into`.
-    pub(crate) fn drain(&self, cx: &Context<'_>, into: &mut VecDeque<Bytes>) -> Drained {
+    /// Registers the task's waker, to be woken by pushes, close requests and overflows.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
         self.outbox.waker.register(cx.waker());
+    }
+
+    /// The close requested for this connection, if any.
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        if !self.close_requested.load(Ordering::Acquire) {
+            return None;
+        }
+        self.outbox.state.lock().expect("outbox lock").close.clone()
+    }
+
+    /// Registers the task's waker and moves queued frames into `into`.
+    pub(crate) fn drain(&self, cx: &Context<'_>, into: &mut VecDeque<Bytes>) {
+        self.register(cx);
         let mut state = self.outbox.state.lock().expect("outbox lock");
         if into.is_empty() {
             // Swap so that the task's and the outbox's buffers keep their capacity.
             std::mem::swap(into, &mut state.frames);
         } else {
             into.extend(state.frames.drain(..));
-        }
-        Drained {
-            close: state.close.clone(),
         }
     }
 
@@ -221,21 +263,40 @@ mod tests {
     }
 
     #[test]
-    fn outbox_is_bounded_by_bytes_and_refuses_when_full() {
+    fn outbox_is_bounded_by_bytes() {
         let c = conn(10);
         let f = OutFrame::text(b"abc"); // 5 bytes encoded
         assert_eq!(c.push(&f), Ok(()));
         assert_eq!(c.push(&f), Ok(()));
-        assert_eq!(c.push(&f), Err(PushError::Full));
-        assert_eq!(c.queued_bytes(), 10);
         let cx = Context::from_waker(Waker::noop());
         let mut into = VecDeque::new();
         c.drain(&cx, &mut into);
         assert_eq!(into.len(), 2);
-        // Drained but unwritten bytes still count against the bound.
-        assert_eq!(c.push(&f), Err(PushError::Full));
+        // Drained but unwritten bytes still count against the bound...
+        assert_eq!(c.queued_bytes(), 10);
+        // ...until they are written.
         c.release(10);
         assert_eq!(c.push(&f), Ok(()));
+    }
+
+    #[test]
+    fn overflow_closes_a_slow_consumer_and_frees_its_backlog() {
+        let c = conn(10);
+        let f = OutFrame::text(b"abc");
+        assert_eq!(c.push(&f), Ok(()));
+        assert_eq!(c.push(&f), Ok(()));
+        assert_eq!(c.push(&f), Err(PushError::Full));
+        assert_eq!(c.queued_bytes(), 0, "the unsent frames were dropped");
+        assert_eq!(c.push(&f), Err(PushError::Full), "full until it is gone");
+        let cx = Context::from_waker(Waker::noop());
+        let mut into = VecDeque::new();
+        c.drain(&cx, &mut into);
+        assert!(into.is_empty());
+        let close = c.close_request().unwrap();
+        assert_eq!((close.code, close.reason), (1008, SLOW_CONSUMER));
+        assert!(c.is_overflowed());
+        c.mark_closed();
+        assert_eq!(c.push(&f), Err(PushError::Gone));
     }
 
     #[test]
@@ -245,8 +306,8 @@ mod tests {
         assert!(!c.request_close(1001, "again"), "first request wins");
         assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
         let cx = Context::from_waker(Waker::noop());
-        let drained = c.drain(&cx, &mut VecDeque::new());
-        assert_eq!(drained.close.unwrap().code, 1000);
+        c.drain(&cx, &mut VecDeque::new());
+        assert_eq!(c.close_request().unwrap().code, 1000);
         c.mark_closed();
         assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
     }

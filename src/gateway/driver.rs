@@ -19,17 +19,19 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::api::Route;
 use crate::event::{Event, EventKind, Message, Response};
 use crate::gateway::Gateway;
-use crate::gateway::conn::Conn;
+use crate::gateway::conn::{Conn, SLOW_CONSUMER};
 use crate::gateway::frame::{Decoded, Decoder, OutFrame, Violation};
 use crate::gateway::registry::Deferred;
 use crate::ids::Id;
@@ -71,9 +73,9 @@ impl Disconnect {
 /// A finished integration call.
 struct Invoked {
     result: Result<Response, IntegrationError>,
-    two_way: bool,
     request_id: Id,
-    route: Arc<str>,
+    route: Arc<Route>,
+    started: Instant,
 }
 
 type InvokeFuture = Pin<Box<dyn Future<Output = Invoked> + Send>>;
@@ -138,7 +140,12 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         let disconnect = loop {
             match poll_fn(|cx| self.poll_step(cx)).await {
                 Step::Message(message) => self.on_message(message),
-                Step::Invoked(invoked) => self.on_result(invoked),
+                Step::Invoked(invoked) => self.on_result(
+                    &invoked.route,
+                    invoked.result,
+                    invoked.request_id,
+                    invoked.started,
+                ),
                 Step::Again => {}
                 Step::Done(disconnect) => break disconnect,
             }
@@ -159,6 +166,16 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        // Woken by close requests and overflows even while the socket is blocked.
+        self.conn.register(cx);
+        if self.closing.is_none() {
+            if self.conn.is_overflowed() {
+                self.close_slow_consumer();
+            } else if let Some(close) = self.conn.close_request() {
+                // Sent after the frames already queued; the close timer bounds the wait.
+                self.start_close(close.code, close.reason);
+            }
+        }
         if let Poll::Ready(Err(_)) = self.poll_write(cx) {
             let disconnect = match self.closing.take() {
                 Some(Closing::Sent { disconnect, .. } | Closing::Replying(disconnect)) => {
@@ -292,6 +309,20 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         });
     }
 
+    /// The client stopped reading and its outbox overflowed: drop what it has not been sent
+    /// (keeping a frame already partly written, so the stream stays well-formed) and close.
+    fn close_slow_consumer(&mut self) {
+        self.gw
+            .metrics
+            .slow_consumers_closed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(reason = SLOW_CONSUMER, "closing a slow consumer");
+        let keep = usize::from(self.out_offset > 0);
+        let dropped: usize = self.out.drain(keep..).map(|f| f.len()).sum();
+        self.conn.release(dropped);
+        self.start_close(1008, SLOW_CONSUMER);
+    }
+
     fn start_close(&mut self, code: u16, reason: &'static str) {
         if self.closing.is_some() {
             return;
@@ -316,12 +347,7 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.out.is_empty() {
-                let drained = self.conn.drain(cx, &mut self.out);
-                if let Some(close) = drained.close {
-                    self.start_close(close.code, close.reason);
-                    // The close frame was queued behind everything already taken.
-                    self.conn.drain(cx, &mut self.out);
-                }
+                self.conn.drain(cx, &mut self.out);
                 if self.out.is_empty() {
                     return Pin::new(&mut self.io).poll_flush(cx);
                 }
@@ -339,17 +365,23 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
             }
             self.conn.release(written);
             let mut left = written;
+            let mut frames = 0;
             while left > 0 {
                 let front = self.out[0].len() - self.out_offset;
                 if left >= front {
                     left -= front;
                     self.out.pop_front();
                     self.out_offset = 0;
+                    frames += 1;
                 } else {
                     self.out_offset += left;
                     left = 0;
                 }
             }
+            self.gw
+                .metrics
+                .frames_out
+                .fetch_add(frames, Ordering::Relaxed);
         }
     }
 
@@ -357,6 +389,7 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         if let Some(rate) = &mut self.rate
             && !rate.try_take()
         {
+            self.gw.metrics.throttled.fetch_add(1, Ordering::Relaxed);
             self.send_error("Too Many Requests", Id::random());
             return;
         }
@@ -364,9 +397,12 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         let selected = gw.api.select(&message);
         let request_id = Id::random();
         let Some(route) = selected.route else {
+            gw.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
             self.send_error("Forbidden", request_id);
             return;
         };
+        route.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let event = Event {
             route_key: &route.key,
             request_id,
@@ -379,39 +415,41 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                 json: selected.json.as_ref(),
             },
         };
-        let two_way = route.two_way;
         match route.integration.invoke(&event) {
-            Deferred::Ready(result) => self.on_result(Invoked {
-                result,
-                two_way,
-                request_id,
-                route: route.key.clone(),
-            }),
+            Deferred::Ready(result) => self.on_result(route, result, request_id, started),
             Deferred::Pending(future) => {
                 let timeout = gw.limits.integration_timeout();
-                let route = route.key.clone();
+                let route = route.clone();
                 self.inflight.push(Box::pin(async move {
                     let result = tokio::time::timeout(timeout, future)
                         .await
                         .unwrap_or(Err(IntegrationError::Timeout));
                     Invoked {
                         result,
-                        two_way,
                         request_id,
                         route,
+                        started,
                     }
                 }));
             }
         }
     }
 
-    fn on_result(&mut self, invoked: Invoked) {
-        match invoked.result {
+    fn on_result(
+        &mut self,
+        route: &Route,
+        result: Result<Response, IntegrationError>,
+        request_id: Id,
+        started: Instant,
+    ) {
+        route.metrics.latency.observe(started.elapsed());
+        match result {
             Err(error) => {
-                tracing::warn!(route = %invoked.route, request_id = %invoked.request_id, %error, "integration failed");
-                self.send_error("Internal server error", invoked.request_id);
+                route.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(route = %route.key, %request_id, %error, "integration failed");
+                self.send_error("Internal server error", request_id);
             }
-            Ok(response) if invoked.two_way => {
+            Ok(response) if route.two_way => {
                 if let Some(body) = response.body_bytes() {
                     let frame = if response.is_base64_encoded {
                         OutFrame::binary(&body)

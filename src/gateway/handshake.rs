@@ -264,6 +264,7 @@ pub async fn accept(
                 trace_id: &trace_id,
             },
         };
+        let started = std::time::Instant::now();
         let invocation = route.integration.invoke(&event);
         let result = match invocation {
             crate::gateway::registry::Deferred::Ready(r) => r,
@@ -273,6 +274,17 @@ pub async fn accept(
                     .unwrap_or(Err(IntegrationError::Timeout))
             }
         };
+        route
+            .metrics
+            .messages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        route.metrics.latency.observe(started.elapsed());
+        if result.is_err() {
+            route
+                .metrics
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match result {
             Ok(response) if response.is_success() => {
                 protocol = response.header("sec-websocket-protocol").map(str::to_owned);

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,6 +27,7 @@ use crate::gateway::handshake::Accepted;
 use crate::gateway::registry::{Deferred, Registry};
 use crate::ids::Id;
 use crate::management::ManagementApi;
+use crate::metrics::Metrics;
 use crate::time;
 
 pub mod conn;
@@ -47,6 +49,8 @@ pub struct Gateway {
     pub registry: Arc<dyn Registry>,
     /// The management interface over `registry`.
     pub management: ManagementApi,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Every task that must finish before the server has stopped.
@@ -81,6 +85,7 @@ impl Gateway {
             api,
             api_context,
             registry,
+            metrics: management.metrics().clone(),
             management,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -113,12 +118,16 @@ impl Gateway {
                 return;
             }
             tracing::info!(source_ip = %conn.context.source_ip, "connected");
+            self.metrics
+                .connections_opened
+                .fetch_add(1, Ordering::Relaxed);
             if self.shutdown.is_cancelled() {
                 conn.request_close(1001, "Going away");
             }
             let disconnect = Driver::new(self, conn.clone(), io, leftover).run().await;
             self.registry.unregister(&id);
             tracing::info!(code = disconnect.code, reason = %disconnect.reason, "disconnected");
+            self.metrics.closed(disconnect.code);
             self.run_disconnect(&conn, &disconnect).await;
         }
         .instrument(span)
@@ -140,6 +149,7 @@ impl Gateway {
                 reason: &disconnect.reason,
             },
         };
+        let started = std::time::Instant::now();
         let result = match route.integration.invoke(&event) {
             Deferred::Ready(result) => result,
             Deferred::Pending(future) => {
@@ -149,7 +159,10 @@ impl Gateway {
                 }
             }
         };
+        route.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        route.metrics.latency.observe(started.elapsed());
         if let Err(error) = result {
+            route.metrics.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "$disconnect integration failed");
         }
     }

@@ -111,6 +111,10 @@ pub trait Registry: Send + Sync + 'static {
     fn is_ready(&self) -> bool {
         true
     }
+    /// Whether connections may live on other nodes.
+    fn is_clustered(&self) -> bool {
+        false
+    }
 }
 
 const SHARDS: usize = 64;
