@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::apps::chat::ChatConfig;
+
 /// Limits, with API Gateway's values as defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,7 +112,7 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BuiltinApp {
-    /// The chat from the two articles.
+    /// The chat: rooms, history and presence, with the two articles' routes.
     #[default]
     Chat,
     /// Every message is sent back to its sender (for protocol conformance runs).
@@ -130,6 +132,8 @@ pub struct Config {
     pub app: BuiltinApp,
     /// Limits.
     pub limits: Limits,
+    /// The built-in chat's settings.
+    pub chat: ChatConfig,
     /// How long a graceful shutdown waits for connections to close.
     pub drain_timeout: Duration,
 }
@@ -142,6 +146,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./switchboard-data"),
             app: BuiltinApp::Chat,
             limits: Limits::default(),
+            chat: ChatConfig::default(),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -151,7 +156,8 @@ impl Config {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_stage(&self.stage)?;
-        self.limits.validate()
+        self.limits.validate()?;
+        self.chat.validate()
     }
 }
 
@@ -189,6 +195,9 @@ pub struct FileConfig {
     /// Limits; keys left out keep their defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// The built-in chat (`[chat]`); keys left out keep their defaults.
+    #[serde(default)]
+    pub chat: ChatConfig,
 }
 
 impl FileConfig {

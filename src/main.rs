@@ -187,6 +187,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = Config {
         data_dir: args.data_dir.clone(),
         limits: file.limits,
+        chat: file.chat,
         ..Config::default()
     };
     if let Some(stage) = file.stage {

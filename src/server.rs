@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{Api, ApiError};
-use crate::apps::articles::ArticlesChat;
+use crate::apps::chat::Chat;
+use crate::apps::chat::sqlite::SqliteStore;
+use crate::apps::chat::store::StoreError;
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
 use crate::gateway::Gateway;
@@ -35,6 +37,9 @@ pub enum Error {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The chat's storage cannot be opened.
+    #[error(transparent)]
+    Chat(#[from] StoreError),
 }
 
 /// A configured server, ready to serve a listener.
@@ -42,20 +47,39 @@ pub enum Error {
 pub struct Server {
     gateway: Arc<Gateway>,
     drain_timeout: Duration,
+    /// The built-in chat, closed after the connections have drained.
+    chat: Option<Arc<Chat>>,
 }
 
 impl Server {
     /// Builds the gateway with the configured built-in API.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let app = config.app;
-        Self::with_api(config, |management| match app {
-            BuiltinApp::Chat => Arc::new(ArticlesChat::new(management)).api(),
-            BuiltinApp::Echo => Api::new(SelectionExpression::default()).route(
-                crate::api::keys::DEFAULT,
-                Arc::new(Echo),
-                true,
-            ),
-        })
+        match config.app {
+            BuiltinApp::Chat => {
+                config.validate()?;
+                let store = SqliteStore::open(
+                    &config.data_dir,
+                    config.chat.retention(),
+                    config.chat.synchronous,
+                )?;
+                let chat_config = config.chat.clone();
+                let mut chat = None;
+                let mut server = Self::with_api(config, |management| {
+                    let app = Chat::start(Box::new(store), chat_config, management);
+                    chat = Some(app.clone());
+                    app.api()
+                })?;
+                server.chat = chat;
+                Ok(server)
+            }
+            BuiltinApp::Echo => Self::with_api(config, |_| {
+                Api::new(SelectionExpression::default()).route(
+                    crate::api::keys::DEFAULT,
+                    Arc::new(Echo),
+                    true,
+                )
+            }),
+        }
     }
 
     /// Builds the gateway with an API of the caller's: `build` gets the management interface
@@ -82,6 +106,7 @@ impl Server {
         Ok(Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
+            chat: None,
         })
     }
 
@@ -143,6 +168,9 @@ impl Server {
                 left = gw.registry.local_count(),
                 "drain deadline passed; abandoning the connections still open"
             );
+        }
+        if let Some(chat) = &self.chat {
+            chat.close().await;
         }
         Ok(())
     }
