@@ -572,3 +572,134 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::task::{Context, Waker};
+
+    use crate::apps::chat::presence::LocalPresence;
+    use crate::apps::chat::store::{Page, Recovery, RoomInfo};
+    use crate::event::ConnectionContext;
+    use crate::gateway::conn::Conn;
+    use crate::gateway::registry::{LocalRegistry, Registry};
+
+    /// A store whose writes always fail, as on a full or broken disk.
+    struct BrokenDisk;
+
+    impl ChatStore for BrokenDisk {
+        fn apply(&mut self, _: &[Write]) -> Result<Vec<Applied>, StoreError> {
+            Err(StoreError::Failed("disk I/O error".into()))
+        }
+        fn last_id(&mut self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn before(&mut self, _: &str, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn after(&mut self, _: &str, _: u64, _: usize) -> Result<Recovery, StoreError> {
+            Ok(Recovery::default())
+        }
+        fn rooms(&mut self, _: usize) -> Result<Vec<RoomInfo>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn prune(&mut self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    fn frames(conn: &Conn) -> Vec<serde_json::Value> {
+        let mut queued = VecDeque::new();
+        conn.drain(&Context::from_waker(Waker::noop()), &mut queued);
+        queued
+            .iter()
+            .map(|b| {
+                let start = if b[1] & 0x7f == 126 { 4 } else { 2 };
+                serde_json::from_slice(&b[start..]).unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_delivers_nothing_and_tells_the_sender() {
+        let registry = Arc::new(LocalRegistry::new());
+        let management = ManagementApi::new(registry.clone(), 1 << 20);
+        let conn = Arc::new(Conn::new(
+            ConnectionContext {
+                connection_id: Id::random(),
+                connected_at_ms: 0,
+                source_ip: "127.0.0.1".parse().unwrap(),
+                user_agent: None,
+                domain_name: "localhost".into(),
+                authorizer: None,
+            },
+            1 << 20,
+        ));
+        registry.register(conn.clone());
+        let id = conn.id();
+        let engine = start(
+            Box::new(BrokenDisk),
+            Arc::new(LocalPresence::new(management.clone())),
+            management,
+            Arc::new(ChatConfig::default()),
+        );
+        let room: Room = "r".into();
+        for command in [
+            Command::Connect {
+                id,
+                connected_at_ms: 0,
+            },
+            Command::Request {
+                id,
+                request: Request::Join {
+                    room: room.clone(),
+                    name: None,
+                    since: None,
+                },
+            },
+            Command::Request {
+                id,
+                request: Request::Send {
+                    room,
+                    text: "lost?".into(),
+                    client_id: None,
+                },
+            },
+        ] {
+            assert!(matches!(
+                engine.submit(command, Response::ok()),
+                Deferred::Ready(Ok(_))
+            ));
+        }
+        engine.close().await;
+        let frames = frames(&conn);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0]["type"], "joined");
+        assert_eq!(frames[1]["type"], "error");
+        assert_eq!(frames[1]["code"], "unavailable");
+        assert_eq!(frames[1]["action"], "send");
+        // After close, requests are refused rather than queued.
+        assert!(matches!(
+            engine.submit(Command::Tick, Response::ok()),
+            Deferred::Ready(Err(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let engine = EngineHandle { tx };
+        assert!(matches!(
+            engine.submit(Command::Tick, Response::ok()),
+            Deferred::Ready(Ok(_))
+        ));
+        let Deferred::Pending(waiting) = engine.submit(Command::Tick, Response::ok()) else {
+            panic!("a full queue does not refuse or drop: the request waits");
+        };
+        let waiting = tokio::spawn(waiting);
+        assert!(matches!(rx.recv().await, Some(Command::Tick)));
+        assert!(waiting.await.unwrap().is_ok(), "queued once there is room");
+        assert!(matches!(rx.recv().await, Some(Command::Tick)));
+    }
+}
