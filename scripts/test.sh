@@ -15,6 +15,8 @@ fi
 apt_needed=()
 command -v node >/dev/null || apt_needed+=(nodejs npm)
 command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
+# The browser tests drive Debian's chromium (never a downloaded browser build).
+[[ -x /usr/bin/chromium ]] || apt_needed+=(chromium)
 if ((${#apt_needed[@]})); then
   log "installing ${apt_needed[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +32,12 @@ fi
 if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
   log "installing awscli and boto3"
   python3 -m pip install --quiet awscli boto3
+fi
+
+# The browser tests' driver, from the lock file.
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  log "installing playwright-core for the browser tests"
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
 log "running the tests"
