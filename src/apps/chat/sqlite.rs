@@ -1,8 +1,9 @@
 //! The embedded history store: one SQLite database in the data directory.
 //!
-//! - **File**: `{data_dir}/chat.sqlite3`, in WAL mode, opened by one process at a time
-//!   (`locking_mode = EXCLUSIVE`: a second server on the same directory refuses to start
-//!   instead of handing out the same ids).
+//! - **Files**: `{data_dir}/chat.sqlite3` in WAL mode, and `chat.lock`, a tiny database that
+//!   the process holds an exclusive lock on while it runs, so that a second server on the same
+//!   directory refuses to start instead of handing out the same ids. The operating system
+//!   releases the lock when the process dies, `kill -9` included.
 //! - **Durability**: a batch is one transaction. With `synchronous = normal` its commit has
 //!   been written to the WAL file, so it survives the process being killed; with `full` it
 //!   has been flushed to the disk too. The chat delivers nothing before the commit returns.
@@ -12,9 +13,15 @@
 //!   when retention deletes messages, so ids are never reused.
 //! - **Cost**: statements are prepared once (`prepare_cached`); last ids are cached in
 //!   memory. A batch of N messages is N inserts, one update per room and one commit.
+//!   Count retention deletes in steps of 1 % of the count (a room holds at most 1 % more),
+//!   not at every commit. WAL checkpoints, which `fsync`, run on their own thread with their
+//!   own connection once a second, never inside a commit: a commit never waits for the disk
+//!   with `synchronous = normal`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
@@ -55,6 +62,10 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// The database file's name in the data directory.
 pub const FILE_NAME: &str = "chat.sqlite3";
+/// The lock file's name in the data directory.
+pub const LOCK_NAME: &str = "chat.lock";
+/// How often the checkpointer moves the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const INSERT_MESSAGE: &str =
     "INSERT INTO messages (room, id, ts_ms, from_id, from_name, text, client_id)
@@ -80,6 +91,19 @@ pub struct SqliteStore {
     conn: Connection,
     retention: Retention,
     last_ids: HashMap<Room, u64>,
+    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Held open (and so locked) for as long as the store lives; dropped last.
+    _lock: Connection,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        // The connection closes next; as the last one, it checkpoints and removes the WAL.
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -105,15 +129,23 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let path = dir.join(FILE_NAME);
         let shown = path.display().to_string();
-        let open_error = |message: String| StoreError::Open {
+        let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
-            message,
+            message: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let mut conn = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
+        let lock = take_lock(&dir.join(LOCK_NAME)).map_err(|e| {
+            if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
+                StoreError::Locked {
+                    path: shown.clone(),
+                }
+            } else {
+                open_error(&e)
+            }
+        })?;
+        let mut conn = Connection::open(&path).map_err(|e| open_error(&e))?;
         let setup = |conn: &Connection| -> rusqlite::Result<()> {
-            conn.busy_timeout(Duration::from_millis(200))?;
-            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            conn.busy_timeout(Duration::from_secs(5))?;
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -126,31 +158,63 @@ impl SqliteStore {
                 Synchronous::Full => "FULL",
             };
             conn.pragma_update(None, "synchronous", sync)?;
+            // Checkpoints are the checkpointer thread's job, never a commit's.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             conn.set_prepared_statement_cache_capacity(32);
             Ok(())
         };
-        let busy = |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy);
-        setup(&conn).map_err(|e| {
-            if busy(&e) {
-                StoreError::Locked {
-                    path: shown.clone(),
-                }
-            } else {
-                open_error(e.to_string())
-            }
-        })?;
-        migrate(&mut conn).map_err(|e| match e {
-            StoreError::Failed(message) if message.contains("locked") => StoreError::Locked {
-                path: shown.clone(),
-            },
-            other => other,
-        })?;
+        setup(&conn).map_err(|e| open_error(&e))?;
+        migrate(&mut conn)?;
+        let checkpointer = start_checkpointer(path).map_err(|e| open_error(&e))?;
         Ok(SqliteStore {
             conn,
             retention,
             last_ids: HashMap::new(),
+            checkpointer: Some(checkpointer),
+            _lock: lock,
         })
     }
+}
+
+/// Opens the lock database and takes its write lock for good (`locking_mode = EXCLUSIVE`
+/// keeps it until the connection closes); busy when another process holds it.
+fn take_lock(path: &Path) -> rusqlite::Result<Connection> {
+    let lock = Connection::open(path)?;
+    lock.busy_timeout(Duration::from_millis(200))?;
+    lock.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    lock.execute_batch(
+        "BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS holder (pid INTEGER);
+         DELETE FROM holder; INSERT INTO holder VALUES (0); COMMIT;",
+    )?;
+    lock.execute("UPDATE holder SET pid = ?1", [std::process::id()])?;
+    Ok(lock)
+}
+
+/// Starts the thread that checkpoints the WAL once a second with its own connection, and a
+/// last time when the store is dropped.
+fn start_checkpointer(path: PathBuf) -> rusqlite::Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("chat-checkpoint".into())
+        .spawn(move || {
+            let checkpoint = |mode: &str| {
+                let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(0)
+                });
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "chat database checkpoint failed");
+                }
+            };
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                checkpoint("PASSIVE");
+            }
+            checkpoint("TRUNCATE");
+        })
+        .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?;
+    Ok((stop, thread))
 }
 
 /// Runs the migrations the database has not had, in one exclusive transaction (which also
@@ -176,6 +240,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.pragma_update(None, "user_version", known)
         .map_err(failed)?;
     tx.commit().map_err(failed)
+}
+
+/// Count retention in steps: when a room's last id goes from `previous` to `last`, the id up
+/// to which messages are deleted, if this batch crossed a step (1 % of `keep`, at least 1).
+fn retention_cut(keep: u64, previous: u64, last: u64) -> Option<u64> {
+    if keep == 0 || last <= keep {
+        return None;
+    }
+    let step = (keep / 100).max(1);
+    let crossed = (last - keep) / step > previous.saturating_sub(keep) / step;
+    crossed.then_some(last - keep)
 }
 
 fn load_last_id(conn: &Connection, room: &str) -> rusqlite::Result<u64> {
@@ -240,23 +315,24 @@ impl ChatStore for SqliteStore {
         let cache = &self.last_ids;
         let tx = self.conn.transaction().map_err(failed)?;
         let mut results = Vec::with_capacity(writes.len());
-        // The rooms this batch appended to: (room, new last id, time of its last message).
-        let mut touched: Vec<(Room, u64, i64)> = Vec::new();
+        // The rooms this batch appends to: (room, last id before, last id after, time of the
+        // last message).
+        let mut touched: Vec<(Room, u64, u64, i64)> = Vec::new();
         for write in writes {
             match write {
                 Write::Append(m) => {
                     let id = match touched.iter_mut().find(|t| t.0 == m.room) {
                         Some(t) => {
-                            t.1 += 1;
-                            t.2 = m.ts_ms;
-                            t.1
+                            t.2 += 1;
+                            t.3 = m.ts_ms;
+                            t.2
                         }
                         None => {
                             let last = match cache.get(&m.room) {
                                 Some(&last) => last,
                                 None => load_last_id(&tx, &m.room).map_err(failed)?,
                             };
-                            touched.push((m.room.clone(), last + 1, m.ts_ms));
+                            touched.push((m.room.clone(), last, last + 1, m.ts_ms));
                             last + 1
                         }
                     };
@@ -294,12 +370,12 @@ impl ChatStore for SqliteStore {
                 }
             }
         }
-        for (room, last, ts_ms) in &touched {
+        for (room, previous, last, ts_ms) in &touched {
             let run = || -> rusqlite::Result<()> {
                 tx.prepare_cached(SET_LAST_ID)?
                     .execute(params![&**room, *last as i64, ts_ms])?;
-                if keep > 0 && *last > keep {
-                    let cut = (*last - keep) as i64;
+                if let Some(cut) = retention_cut(keep, *previous, *last) {
+                    let cut = cut as i64;
                     tx.prepare_cached(DELETE_MESSAGES_UP_TO)?
                         .execute(params![&**room, cut])?;
                     tx.prepare_cached(DELETE_REACTIONS_UP_TO)?
@@ -310,7 +386,7 @@ impl ChatStore for SqliteStore {
             run().map_err(failed)?;
         }
         tx.commit().map_err(failed)?;
-        for (room, last, _) in touched {
+        for (room, _, last, _) in touched {
             self.last_ids.insert(room, last);
         }
         Ok(results)
@@ -427,6 +503,25 @@ mod tests {
             drop(s);
             open(dir.path())
         });
+    }
+
+    #[test]
+    fn count_retention_deletes_in_steps_of_one_percent() {
+        assert_eq!(retention_cut(0, 10, 20), None, "0 keeps everything");
+        assert_eq!(retention_cut(5, 5, 6), Some(1), "small counts are exact");
+        assert_eq!(retention_cut(5, 6, 7), Some(2));
+        assert_eq!(retention_cut(1000, 1000, 1009), None, "within a step");
+        assert_eq!(retention_cut(1000, 1009, 1010), Some(10));
+        assert_eq!(
+            retention_cut(1000, 1005, 1300),
+            Some(300),
+            "a batch past a step"
+        );
+        assert_eq!(
+            retention_cut(1000, 0, 5000),
+            Some(4000),
+            "first batch after a restart"
+        );
     }
 
     #[test]
