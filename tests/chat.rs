@@ -446,6 +446,19 @@ async fn bad_requests_get_clear_errors_and_the_connection_stays() {
         c.send_json(body).await;
         c.expect_error(code, action).await;
     }
+    // A refused `send` names its message.
+    c.send_json(json!({"action":"send","room":"r","text":"x".repeat(11),"clientId":"c-7"}))
+        .await;
+    assert_eq!(
+        c.expect_error("text_too_long", "send").await["clientId"],
+        "c-7"
+    );
+    c.send_json(json!({"action":"send","room":"elsewhere","text":"hi","clientId":"c-8"}))
+        .await;
+    assert_eq!(
+        c.expect_error("not_member", "send").await["clientId"],
+        "c-8"
+    );
     // The limit counts characters, not bytes.
     assert_eq!(c.say("r", &"é".repeat(10)).await, 1);
 }

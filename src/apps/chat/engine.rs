@@ -180,6 +180,13 @@ fn unavailable(e: &StoreError) -> ChatError {
     )
 }
 
+fn client_id(write: &Write) -> Option<&str> {
+    match write {
+        Write::Append(m) => m.client_id.as_deref(),
+        Write::React { .. } => None,
+    }
+}
+
 fn not_member(room: &str) -> ChatError {
     ChatError::new(
         ErrorCode::NotMember,
@@ -280,7 +287,7 @@ impl Engine {
                 client_id,
             } => {
                 if !self.presence.is_member(&room, id) {
-                    return self.refuse(id, action, &not_member(&room));
+                    return self.refuse(id, action, client_id.as_deref(), &not_member(&room));
                 }
                 let from = self.presence.member(id);
                 self.writes.push(Write::Append(NewMessage {
@@ -303,7 +310,7 @@ impl Engine {
                 emoji,
             } => {
                 if !self.presence.is_member(&room, id) {
-                    return self.refuse(id, action, &not_member(&room));
+                    return self.refuse(id, action, None, &not_member(&room));
                 }
                 self.writes.push(Write::React {
                     room,
@@ -321,7 +328,7 @@ impl Engine {
                 // Reads and presence changes see every write queued before them.
                 self.flush();
                 if let Err(e) = self.read_or_presence(id, other) {
-                    self.refuse(id, action, &e);
+                    self.refuse(id, action, None, &e);
                 }
             }
         }
@@ -482,8 +489,8 @@ impl Engine {
             }
             Err(e) => {
                 let error = unavailable(&e);
-                for p in &pending {
-                    self.refuse(p.sender, p.action, &error);
+                for (write, p) in writes.iter().zip(&pending) {
+                    self.refuse(p.sender, p.action, client_id(write), &error);
                 }
             }
         }
@@ -518,19 +525,11 @@ impl Engine {
                     ErrorCode::UnknownMessage,
                     format!("room {room:?} has no message {id} (or no longer keeps it)"),
                 );
-                self.refuse(p.sender, p.action, &error);
+                self.refuse(p.sender, p.action, None, &error);
             }
             (write, applied) => {
-                tracing::error!(
-                    ?write,
-                    ?applied,
-                    "the store answered a write with the wrong kind of result"
-                );
-                self.refuse(
-                    p.sender,
-                    p.action,
-                    &unavailable(&StoreError::Failed("mismatched result".into())),
-                );
+                let e = StoreError::Failed(format!("{applied:?} is no answer to {write:?}"));
+                self.refuse(p.sender, p.action, client_id(write), &unavailable(&e));
             }
         }
     }
@@ -554,8 +553,8 @@ impl Engine {
         }
     }
 
-    fn refuse(&self, id: Id, action: &str, error: &ChatError) {
-        self.reply(id, &error.frame(action));
+    fn refuse(&self, id: Id, action: &str, client_id: Option<&str>, error: &ChatError) {
+        self.reply(id, &error.frame(action, client_id));
     }
 
     fn reply(&self, id: Id, frame: &OutFrame) {

@@ -128,6 +128,7 @@ impl Chat {
     /// A chat action: checked and rate limited here, carried out by the store thread.
     fn chat_request(&self, action: &str, event: &Event<'_>) -> Invocation {
         let id = event.connection_id();
+        let body = event.body_json();
         let request = if !self.limiter.allow(id) {
             Err(ChatError::new(
                 ErrorCode::RateLimited,
@@ -137,8 +138,8 @@ impl Chat {
                 ),
             ))
         } else {
-            match event.body_json() {
-                Some(body) => protocol::parse(action, &body, &self.config),
+            match &body {
+                Some(body) => protocol::parse(action, body, &self.config),
                 None => Err(ChatError::new(
                     ErrorCode::BadRequest,
                     "the message is not JSON",
@@ -150,7 +151,12 @@ impl Chat {
                 .engine
                 .submit(Command::Request { id, request }, Response::ok()),
             Err(error) => {
-                self.reply(id, &error.frame(action));
+                // A refused `send` names its message, so that the client knows which one.
+                let client_id = match (action, &body) {
+                    ("send", Some(body)) => body.get("clientId").and_then(|c| c.as_str()),
+                    _ => None,
+                };
+                self.reply(id, &error.frame(action, client_id));
                 Deferred::Ready(Ok(Response::ok()))
             }
         }

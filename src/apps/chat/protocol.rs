@@ -99,13 +99,14 @@ impl ChatError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
-    /// The error frame for a request with this action.
-    pub fn frame(&self, action: &str) -> OutFrame {
+    /// The error frame for a request with this action (and, for a `send`, its `clientId`).
+    pub fn frame(&self, action: &str, client_id: Option<&str>) -> OutFrame {
         encode(&ErrorFrame {
             kind: "error",
             code: self.code.as_str(),
             message: &self.message,
             action,
+            client_id,
         })
     }
 }
@@ -672,6 +673,8 @@ struct ErrorFrame<'a> {
     code: &'static str,
     message: &'a str,
     action: &'a str,
+    #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -847,9 +850,10 @@ mod tests {
         );
         let e = ChatError::new(ErrorCode::NotMember, "join first");
         assert_eq!(
-            payload(&e.frame("send")),
+            payload(&e.frame("send", None)),
             json!({"type":"error","code":"not_member","message":"join first","action":"send"})
         );
+        assert_eq!(payload(&e.frame("send", Some("c-9")))["clientId"], "c-9");
         assert_eq!(
             payload(&presence_frame(
                 "r",

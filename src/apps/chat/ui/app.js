@@ -297,16 +297,12 @@
     },
 
     error(f) {
-      if (f.action === 'send') {
-        // The oldest message still waiting is the one refused.
-        for (const [clientId, p] of state.pending) {
-          if (!p.failed) {
-            p.failed = f.message;
-            const li = ui.list.querySelector(`li[data-client-id="${CSS.escape(clientId)}"]`);
-            if (li) li.replaceWith(pendingItem(clientId, p));
-            break;
-          }
-        }
+      // A refused `send` names its message.
+      const p = f.action === 'send' && state.pending.get(f.clientId);
+      if (p) {
+        p.failed = f.message;
+        const li = ui.list.querySelector(`li[data-client-id="${CSS.escape(f.clientId)}"]`);
+        if (li) li.replaceWith(pendingItem(f.clientId, p));
       }
       showNotice(`${f.code}: ${f.message}`);
     },
