@@ -99,6 +99,31 @@ async fn requests_in_a_room_not_joined_are_refused_with_not_member() {
 }
 
 #[tokio::test]
+async fn answers_come_in_the_order_of_the_requests() {
+    let server = TestServer::start(config()).await;
+    let mut c = server.connect().await;
+    c.join("r", "alice").await;
+    // Sent back to back, without waiting: a stored message, a refusal, a read, a reaction.
+    for body in [
+        json!({"action":"send","room":"r","text":"one"}),
+        json!({"action":"send","room":"other","text":"two","clientId":"c-2"}),
+        json!({"action":"history","room":"r"}),
+        json!({"action":"react","room":"r","id":1,"emoji":"👏"}),
+        json!({"action":"send","room":"r","text":"three"}),
+    ] {
+        c.send_json(body).await;
+    }
+    assert_eq!(c.expect("message").await["text"], "one");
+    assert_eq!(
+        c.expect_error("not_member", "send").await["clientId"],
+        "c-2"
+    );
+    assert_eq!(ids(&c.expect("history").await["messages"]), [1]);
+    assert_eq!(c.expect("reaction").await["count"], 1);
+    assert_eq!(c.expect("message").await["id"], 2);
+}
+
+#[tokio::test]
 async fn history_pages_back_with_has_more() {
     let server = TestServer::start(config()).await;
     let mut c = server.connect().await;
@@ -668,4 +693,17 @@ async fn the_browser_ui_is_served_at_the_root() {
     })
     .await;
     assert_eq!(reqwest::get(echo.http("/")).await.unwrap().status(), 404);
+}
+
+#[test]
+fn the_documented_chat_configuration_is_the_default() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md")).unwrap();
+    let start = doc
+        .find("```toml\n[chat]")
+        .expect("docs/protocol.md has a [chat] example")
+        + 8;
+    let toml = &doc[start..start + doc[start..].find("```").unwrap()];
+    let file = switchboard::config::FileConfig::parse(toml).unwrap();
+    assert_eq!(file.chat, ChatConfig::default(), "{toml}");
 }

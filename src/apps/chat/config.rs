@@ -27,9 +27,11 @@ pub struct ChatConfig {
     /// The most messages a `join` with `since` returns; when more were missed, the newest ones
     /// come with `"truncated": true`.
     pub recovery_max: usize,
-    /// Messages kept per room; older ones are deleted as new ones arrive (0 keeps every one).
+    /// Messages kept per room; older ones are deleted as new ones arrive, in steps of 1 % of
+    /// this (0 keeps every one).
     pub retention_count: u64,
-    /// Seconds a message is kept (0 keeps messages forever). Applied once a minute.
+    /// Seconds a message is kept (0 keeps messages forever). Checked every tenth of this,
+    /// and at least once a minute.
     pub retention_age_secs: u64,
     /// The longest `send` text, in characters (Unicode scalar values).
     pub max_text_chars: usize,

@@ -287,6 +287,8 @@ impl Engine {
                 client_id,
             } => {
                 if !self.presence.is_member(&room, id) {
+                    // After the answers to earlier writes, to keep answers in order.
+                    self.flush();
                     return self.refuse(id, action, client_id.as_deref(), &not_member(&room));
                 }
                 let from = self.presence.member(id);
@@ -310,6 +312,7 @@ impl Engine {
                 emoji,
             } => {
                 if !self.presence.is_member(&room, id) {
+                    self.flush();
                     return self.refuse(id, action, None, &not_member(&room));
                 }
                 self.writes.push(Write::React {
