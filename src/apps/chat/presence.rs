@@ -6,10 +6,10 @@
 //! across nodes and to publish each room frame once per node instead of once per recipient.
 //!
 //! Fan-out goes through the [`ManagementApi`] by connection id, like any handler's posts: a
-//! full outbox skips that recipient for that frame (the connection stays, and gets later
-//! frames once it reads again); an id that answers 410 is reported as gone, unless it
-//! connected less than [`GONE_GRACE_MS`] ago (it may be between `$connect` and the end of
-//! its handshake, when posts answer 410 too).
+//! full outbox refuses the frame for that recipient only (the gateway's slow-client rule
+//! decides what becomes of the connection); an id that answers 410 is reported as gone,
+//! unless it connected less than [`GONE_GRACE_MS`] ago (it may be between `$connect` and the
+//! end of its handshake, when posts answer 410 too).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -141,7 +141,7 @@ impl LocalPresence {
                     }
                 }
                 Deferred::Ready(Err(ManageError::Full)) => {
-                    tracing::debug!(connection_id = %id, "outbox full, frame skipped for this client");
+                    tracing::debug!(connection_id = %id, "outbox full, frame not queued for this client");
                 }
                 Deferred::Ready(Err(e)) => {
                     tracing::warn!(connection_id = %id, error = %e, "post failed");
