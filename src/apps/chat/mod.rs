@@ -6,7 +6,7 @@
 //! - here: the integration. On the connection's task it checks each request
 //!   ([`protocol`]), applies the rate limit ([`ratelimit`]), answers mistakes at once, and
 //!   queues the rest for the store thread;
-//! - [`engine`]: the store thread, which owns history and presence changes and fans frames
+//! - `engine`: the store thread, which owns history and presence changes and fans frames
 //!   out after they are stored;
 //! - [`store`] / [`sqlite`]: the history backend trait and its SQLite implementation;
 //! - [`presence`]: membership, names and fan-out, behind a trait a cluster can implement;

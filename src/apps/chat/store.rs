@@ -6,7 +6,7 @@
 //! ([`crate::apps::chat::sqlite`]); a shared one (Redis, for several nodes) implements the
 //! same trait.
 //!
-//! The contract, which [`tests::contract`] checks for any implementation:
+//! The contract, which the test `store::tests::contract` checks for any implementation:
 //! - [`ChatStore::apply`] is all or nothing: when it returns `Ok`, every write in it is stored
 //!   durably; when it returns `Err`, none is, and no id was used up.
 //! - Ids start at 1 in each room, increase by one per message and are never reused, even
