@@ -1,5 +1,6 @@
 // Takes the README's screenshots of the chat UI: `SWITCHBOARD_BIN=target/release/switchboard
-// node tests/browser/screenshots.mjs` writes docs/screenshots/*.png.
+// node tests/browser/screenshots.mjs` writes docs/screenshots/*.png. Emoji need a colour emoji
+// font (`apt-get install fonts-noto-color-emoji`); the tests do not.
 
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
