@@ -16,6 +16,8 @@ apt_needed=()
 command -v node >/dev/null || apt_needed+=(nodejs npm)
 command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
 command -v redis-server >/dev/null || apt_needed+=(redis-server)
+# The browser tests drive Debian's chromium (never a downloaded browser build).
+[[ -x /usr/bin/chromium ]] || apt_needed+=(chromium)
 if ((${#apt_needed[@]})); then
   log "installing ${apt_needed[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,6 +44,12 @@ fi
 log "fuzzing each parser for ${FUZZ_SECONDS:=15}s"
 fuzz_status=0
 ./scripts/fuzz.sh "$FUZZ_SECONDS" || fuzz_status=$?
+
+# The browser tests' driver, from the lock file.
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  log "installing playwright-core for the browser tests"
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
 
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::apps::chat::ChatConfig;
 use crate::cluster::ClusterConfig;
 use crate::sigv4::Credential;
 use crate::tls::TlsFiles;
@@ -130,7 +131,7 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BuiltinApp {
-    /// The chat from the two articles.
+    /// The chat: rooms, history and presence, with the two articles' routes.
     #[default]
     Chat,
     /// Every message is sent back to its sender (for protocol conformance runs).
@@ -150,6 +151,8 @@ pub struct Config {
     pub app: BuiltinApp,
     /// Limits.
     pub limits: Limits,
+    /// The built-in chat's settings.
+    pub chat: ChatConfig,
     /// How long a graceful shutdown waits for connections to close.
     pub drain_timeout: Duration,
     /// Key pairs that may call the management API over HTTP (SigV4). Empty: loopback only.
@@ -168,6 +171,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./switchboard-data"),
             app: BuiltinApp::Chat,
             limits: Limits::default(),
+            chat: ChatConfig::default(),
             drain_timeout: Duration::from_secs(10),
             management_credentials: Vec::new(),
             tls: None,
@@ -180,7 +184,8 @@ impl Config {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_stage(&self.stage)?;
-        self.limits.validate()
+        self.limits.validate()?;
+        self.chat.validate()
     }
 }
 
@@ -225,6 +230,9 @@ pub struct FileConfig {
     pub tls: Option<TlsFiles>,
     /// Cluster membership.
     pub cluster: Option<ClusterSection>,
+    /// The built-in chat (`[chat]`); keys left out keep their defaults.
+    #[serde(default)]
+    pub chat: ChatConfig,
 }
 
 /// The `[cluster]` section.

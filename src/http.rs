@@ -42,6 +42,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(chat_ui))
+        .route("/ui/{file}", get(chat_ui))
         .fallback(dispatch)
         .with_state(gateway)
 }
@@ -88,6 +90,16 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response 
         Target::Connection(id) => management::handle(&gw.management, id, info.peer, request).await,
         Target::WrongStage => AwsError::forbidden("Forbidden").into_response(),
         Target::Other => json_error(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// The chat's browser UI, served when the API is the chat's (it has a `join` route).
+async fn chat_ui(state: State<Arc<Gateway>>, request: Request) -> Response {
+    let gw = &state.0;
+    let asset = crate::apps::chat::ui::asset(request.uri().path(), &gw.api_context.stage);
+    match asset {
+        Some(asset) if gw.api.get("join").is_some() => asset.into_response(),
+        _ => dispatch(state, request).await,
     }
 }
 

@@ -118,8 +118,8 @@ struct ManageArgs {
     /// The management endpoint, e.g. http://127.0.0.1:8080/dev
     #[arg(long, default_value = "http://127.0.0.1:8080/dev")]
     endpoint: String,
-    /// The connection id.
-    #[arg(long)]
+    /// The connection id (ids may start with `-`).
+    #[arg(long, allow_hyphen_values = true)]
     connection_id: String,
 }
 
@@ -203,6 +203,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         tls: file.tls,
         cluster: file.cluster.as_ref().map(|c| c.to_config()).transpose()?,
         limits: file.limits,
+        chat: file.chat,
         ..Config::default()
     };
     if let Some(stage) = file.stage {

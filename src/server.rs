@@ -13,7 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, ApiError};
-use crate::apps::articles::ArticlesChat;
+use crate::apps::chat::Chat;
+use crate::apps::chat::sqlite::SqliteStore;
+use crate::apps::chat::store::StoreError;
 use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
@@ -45,6 +47,9 @@ pub enum Error {
     /// The cluster configuration is unusable.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The chat's storage cannot be opened.
+    #[error(transparent)]
+    Chat(#[from] StoreError),
 }
 
 /// A configured server, ready to serve a listener.
@@ -53,6 +58,8 @@ pub struct Server {
     drain_timeout: Duration,
     tls: Option<TlsAcceptor>,
     cluster: Option<Arc<ClusterRegistry>>,
+    /// The built-in chat, closed after the connections have drained.
+    chat: Option<Arc<Chat>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -61,6 +68,7 @@ impl std::fmt::Debug for Server {
             .field("gateway", &self.gateway)
             .field("tls", &self.tls.is_some())
             .field("cluster", &self.cluster)
+            .field("chat", &self.chat.is_some())
             .finish()
     }
 }
@@ -68,15 +76,32 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Builds the gateway with the configured built-in API.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let app = config.app;
-        Self::with_api(config, |management| match app {
-            BuiltinApp::Chat => Arc::new(ArticlesChat::new(management)).api(),
-            BuiltinApp::Echo => Api::new(SelectionExpression::default()).route(
-                crate::api::keys::DEFAULT,
-                Arc::new(Echo),
-                true,
-            ),
-        })
+        match config.app {
+            BuiltinApp::Chat => {
+                config.validate()?;
+                let store = SqliteStore::open(
+                    &config.data_dir,
+                    config.chat.retention(),
+                    config.chat.synchronous,
+                )?;
+                let chat_config = config.chat.clone();
+                let mut chat = None;
+                let mut server = Self::with_api(config, |management| {
+                    let app = Chat::start(Box::new(store), chat_config, management);
+                    chat = Some(app.clone());
+                    app.api()
+                })?;
+                server.chat = chat;
+                Ok(server)
+            }
+            BuiltinApp::Echo => Self::with_api(config, |_| {
+                Api::new(SelectionExpression::default()).route(
+                    crate::api::keys::DEFAULT,
+                    Arc::new(Echo),
+                    true,
+                )
+            }),
+        }
     }
 
     /// Builds the gateway with an API of the caller's: `build` gets the management interface
@@ -115,6 +140,7 @@ impl Server {
             drain_timeout: config.drain_timeout,
             tls,
             cluster,
+            chat: None,
         })
     }
 
@@ -204,6 +230,9 @@ impl Server {
                 left = gw.registry.local_count(),
                 "drain deadline passed; abandoning the connections still open"
             );
+        }
+        if let Some(chat) = &self.chat {
+            chat.close().await;
         }
         Ok(())
     }

@@ -117,7 +117,7 @@ async fn run_corpus(addr: SocketAddr) {
     assert_eq!(
         http_status(
             addr,
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            b"GET /nothing-here HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .await,
         404

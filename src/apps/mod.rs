@@ -3,4 +3,4 @@
 //! They receive proxy events through the [`Integration`](crate::integration::Integration)
 //! trait and reach clients only through the [`ManagementApi`](crate::management::ManagementApi).
 
-pub mod articles;
+pub mod chat;

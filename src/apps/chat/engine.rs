@@ -1,0 +1,707 @@
+//! The chat's store thread: every request that touches rooms or history, one at a time, in
+//! the order connections made them.
+//!
+//! Connection tasks check a request and put it on a bounded queue ([`EngineHandle::submit`]);
+//! one thread takes the queue in batches and owns the store and all presence changes. Because
+//! one thread does it all, a `join`'s history and the live messages after it never overlap or
+//! leave a gap, and each room's messages reach everyone in id order.
+//!
+//! Writes (`send`, `react`, the articles' `sendmessage`) are gathered while they arrive
+//! back to back and stored with one [`ChatStore::apply`] (one transaction, one commit); only
+//! after the commit are their frames encoded, once per message, and fanned out. Any other
+//! request first flushes the writes gathered before it, so it sees them. So a message is on
+//! disk before anyone receives it, and a busy room pays one commit per batch, not per message.
+//!
+//! The queue holds [`ChatConfig::queue_capacity`] requests. When it is full, the connection
+//! whose request does not fit waits for room (its invocation is pending), and the gateway
+//! stops reading that connection meanwhile: back-pressure, nothing dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apps::chat::ChatConfig;
+use crate::apps::chat::presence::Presence;
+use crate::apps::chat::protocol::{
+    self, ChatError, ErrorCode, Joined, LOBBY, Member, Name, PresenceEvent, Request, Room,
+    RoomSummary,
+};
+use crate::apps::chat::store::{Applied, ChatStore, NewMessage, StoreError, Write};
+use crate::event::Response;
+use crate::gateway::frame::OutFrame;
+use crate::gateway::registry::Deferred;
+use crate::ids::Id;
+use crate::integration::{IntegrationError, Invocation};
+use crate::management::ManagementApi;
+use crate::time;
+
+/// The most commands taken from the queue in one go.
+const MAX_BATCH: usize = 512;
+/// The most rooms a `rooms` answer lists.
+const MAX_ROOMS_LISTED: usize = 100;
+
+/// What a connection asks of the store thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// `$connect`: a plain client.
+    Connect { id: Id, connected_at_ms: i64 },
+    /// `$disconnect`: leave every room.
+    Disconnect { id: Id },
+    /// A checked chat request.
+    Request { id: Id, request: Request },
+    /// The articles' `sendmessage`: raw text to the plain clients, a message in the lobby.
+    Article {
+        id: Id,
+        action: &'static str,
+        text: Box<str>,
+        skip_sender: bool,
+    },
+    /// Apply age retention.
+    Tick,
+    /// Finish what is queued, close the store, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The connections' side of the queue.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+fn closed() -> IntegrationError {
+    IntegrationError::Failed("the chat is shutting down".into())
+}
+
+impl EngineHandle {
+    /// Queues `command`; the invocation answers `response` once it is queued.
+    pub(crate) fn submit(&self, command: Command, response: Response) -> Invocation {
+        match self.tx.try_send(command) {
+            Ok(()) => Deferred::Ready(Ok(response)),
+            Err(TrySendError::Full(command)) => {
+                let tx = self.tx.clone();
+                Deferred::Pending(Box::pin(async move {
+                    tx.send(command).await.map_err(|_| closed())?;
+                    Ok(response)
+                }))
+            }
+            Err(TrySendError::Closed(_)) => Deferred::Ready(Err(closed())),
+        }
+    }
+
+    /// Lets the thread finish what is queued and close the store; returns when it has.
+    pub(crate) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the store thread (and, on a Tokio runtime, the retention tick).
+pub(crate) fn start(
+    store: Box<dyn ChatStore>,
+    presence: Arc<dyn Presence>,
+    management: ManagementApi,
+    config: Arc<ChatConfig>,
+) -> EngineHandle {
+    let (tx, rx) = mpsc::channel(config.queue_capacity);
+    let runtime = Handle::try_current().ok();
+    if config.retention_age_secs > 0
+        && let Some(rt) = &runtime
+    {
+        // A tenth of the retention age, between a second and a minute.
+        let every = Duration::from_secs((config.retention_age_secs / 10).clamp(1, 60));
+        let weak = tx.downgrade();
+        rt.spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(tx) = weak.upgrade() else { break };
+                if tx.send(Command::Tick).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let engine = Engine {
+        store,
+        presence,
+        management,
+        history_default: config.history_default,
+        recovery_max: config.recovery_max,
+        lobby: Room::from(LOBBY),
+        runtime,
+        writes: Vec::new(),
+        pending: Vec::new(),
+        gone: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name("chat-store".into())
+        .spawn(move || engine.run(rx))
+        .expect("the chat's store thread starts");
+    EngineHandle { tx }
+}
+
+/// What to do with a write once it is stored.
+#[derive(Debug)]
+struct Pending {
+    sender: Id,
+    action: &'static str,
+    /// Not delivered to this connection (the articles' `message` goes to everyone else).
+    skip: Option<Id>,
+    /// Plain clients get the bare text (the articles' routes) instead of `name: text`.
+    bare: bool,
+}
+
+struct Engine {
+    store: Box<dyn ChatStore>,
+    presence: Arc<dyn Presence>,
+    management: ManagementApi,
+    history_default: usize,
+    recovery_max: usize,
+    lobby: Room,
+    runtime: Option<Handle>,
+    /// Writes gathered since the last flush, and what to do with each once stored.
+    writes: Vec<Write>,
+    pending: Vec<Pending>,
+    /// Connections found gone while fanning out, to be departed after the batch.
+    gone: Vec<Id>,
+}
+
+fn unavailable(e: &StoreError) -> ChatError {
+    tracing::error!(error = %e, "chat storage failed");
+    ChatError::new(
+        ErrorCode::Unavailable,
+        "the chat could not read or write its storage; try again",
+    )
+}
+
+fn client_id(write: &Write) -> Option<&str> {
+    match write {
+        Write::Append(m) => m.client_id.as_deref(),
+        Write::React { .. } => None,
+    }
+}
+
+fn not_member(room: &str) -> ChatError {
+    ChatError::new(
+        ErrorCode::NotMember,
+        format!("you are not in room {room:?}: join it first"),
+    )
+}
+
+impl Engine {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closer = None;
+        while closer.is_none() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            for command in batch.drain(..) {
+                match command {
+                    Command::Close(done) => closer = Some(done),
+                    command => self.handle(command),
+                }
+            }
+            self.flush();
+            self.depart_gone();
+        }
+        // Refuse new commands, finish the ones already queued.
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if !matches!(command, Command::Close(_)) {
+                self.handle(command);
+            }
+        }
+        self.flush();
+        self.depart_gone();
+        drop(self);
+        tracing::debug!("chat store closed");
+        if let Some(done) = closer {
+            let _ = done.send(());
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Connect {
+                id,
+                connected_at_ms,
+            } => self.presence.connect(id, connected_at_ms),
+            Command::Disconnect { id } => {
+                self.flush();
+                self.depart(id);
+            }
+            Command::Request { id, request } => self.request(id, request),
+            Command::Article {
+                id,
+                action,
+                text,
+                skip_sender,
+            } => {
+                let from = self.presence.member(id);
+                self.writes.push(Write::Append(NewMessage {
+                    room: self.lobby.clone(),
+                    from,
+                    text,
+                    client_id: None,
+                    ts_ms: time::now_ms(),
+                }));
+                self.pending.push(Pending {
+                    sender: id,
+                    action,
+                    skip: skip_sender.then_some(id),
+                    bare: true,
+                });
+            }
+            Command::Tick => {
+                self.flush();
+                match self.store.prune(time::now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "chat retention: old messages deleted"),
+                    Err(e) => tracing::error!(error = %e, "chat retention failed"),
+                }
+            }
+            Command::Close(_) => unreachable!("handled by run"),
+        }
+    }
+
+    fn request(&mut self, id: Id, request: Request) {
+        let action = request.action();
+        match request {
+            Request::Send {
+                room,
+                text,
+                client_id,
+            } => {
+                if !self.presence.is_member(&room, id) {
+                    // After the answers to earlier writes, to keep answers in order.
+                    self.flush();
+                    return self.refuse(id, action, client_id.as_deref(), &not_member(&room));
+                }
+                let from = self.presence.member(id);
+                self.writes.push(Write::Append(NewMessage {
+                    room,
+                    from,
+                    text,
+                    client_id,
+                    ts_ms: time::now_ms(),
+                }));
+                self.pending.push(Pending {
+                    sender: id,
+                    action,
+                    skip: None,
+                    bare: false,
+                });
+            }
+            Request::React {
+                room,
+                id: message,
+                emoji,
+            } => {
+                if !self.presence.is_member(&room, id) {
+                    self.flush();
+                    return self.refuse(id, action, None, &not_member(&room));
+                }
+                self.writes.push(Write::React {
+                    room,
+                    id: message,
+                    emoji,
+                });
+                self.pending.push(Pending {
+                    sender: id,
+                    action,
+                    skip: None,
+                    bare: false,
+                });
+            }
+            other => {
+                // Reads and presence changes see every write queued before them.
+                self.flush();
+                if let Err(e) = self.read_or_presence(id, other) {
+                    self.refuse(id, action, None, &e);
+                }
+            }
+        }
+    }
+
+    fn read_or_presence(&mut self, id: Id, request: Request) -> Result<(), ChatError> {
+        match request {
+            Request::Join { room, name, since } => {
+                let (history_default, recovery_max) = (self.history_default, self.recovery_max);
+                let store = &mut self.store;
+                let last_id = store.last_id(&room).map_err(|e| unavailable(&e))?;
+                let (messages, truncated) = match since {
+                    Some(since) if since <= last_id => {
+                        let r = store
+                            .after(&room, since, recovery_max)
+                            .map_err(|e| unavailable(&e))?;
+                        (r.messages, r.truncated)
+                    }
+                    // No `since`: the latest messages. A `since` above the last id: the
+                    // client's view belongs to another database; it starts afresh.
+                    other => {
+                        let page = store
+                            .before(&room, None, history_default)
+                            .map_err(|e| unavailable(&e))?;
+                        (page.messages, other.is_some())
+                    }
+                };
+                if let Some(name) = name {
+                    self.rename(id, name, false);
+                }
+                let newly = self.presence.join(&room, id);
+                let you = self.presence.member(id);
+                let members = self.presence.members(&room);
+                self.reply(
+                    id,
+                    &protocol::joined_frame(&Joined {
+                        room: &room,
+                        you: &you,
+                        members: &members,
+                        messages: &messages,
+                        last_id,
+                        truncated,
+                    }),
+                );
+                if newly {
+                    let frame = protocol::presence_frame(&room, PresenceEvent::Join, &you, None);
+                    self.presence
+                        .publish(&room, &frame, Some(id), &mut self.gone);
+                }
+            }
+            Request::History {
+                room,
+                before,
+                limit,
+            } => {
+                if !self.presence.is_member(&room, id) {
+                    return Err(not_member(&room));
+                }
+                let page = self
+                    .store
+                    .before(&room, before, limit)
+                    .map_err(|e| unavailable(&e))?;
+                self.reply(
+                    id,
+                    &protocol::history_frame(&room, &page.messages, page.has_more),
+                );
+            }
+            Request::Leave { room } => {
+                if !self.presence.leave(&room, id) {
+                    return Err(not_member(&room));
+                }
+                self.reply(id, &protocol::left_frame(&room));
+                let member = self.presence.member(id);
+                let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
+                self.presence.publish(&room, &frame, None, &mut self.gone);
+            }
+            Request::Nick { name } => self.rename(id, name, true),
+            Request::Who { room } => {
+                let members = self.presence.members(&room);
+                self.reply(id, &protocol::members_frame(&room, &members));
+            }
+            Request::Rooms => {
+                let stored = self
+                    .store
+                    .rooms(MAX_ROOMS_LISTED)
+                    .map_err(|e| unavailable(&e))?;
+                let live = self.presence.rooms();
+                let mut rooms: Vec<RoomSummary> = stored
+                    .into_iter()
+                    .map(|r| RoomSummary {
+                        members: live
+                            .iter()
+                            .find(|(room, _)| *room == r.room)
+                            .map_or(0, |l| l.1),
+                        room: r.room,
+                        last_id: r.last_id,
+                    })
+                    .collect();
+                for (room, members) in live {
+                    if !rooms.iter().any(|r| r.room == room) {
+                        let last_id = self.store.last_id(&room).map_err(|e| unavailable(&e))?;
+                        rooms.push(RoomSummary {
+                            room,
+                            members,
+                            last_id,
+                        });
+                    }
+                }
+                if !rooms.iter().any(|r| &*r.room == LOBBY) {
+                    rooms.push(RoomSummary {
+                        room: self.lobby.clone(),
+                        members: 0,
+                        last_id: 0,
+                    });
+                }
+                // The lobby first, then by name.
+                rooms.sort_by(|a, b| {
+                    (&*a.room != LOBBY, &a.room).cmp(&(&*b.room != LOBBY, &b.room))
+                });
+                self.reply(id, &protocol::rooms_frame(&rooms));
+            }
+            Request::Send { .. } | Request::React { .. } => {
+                unreachable!("writes are gathered by request")
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes a name and tells every room the connection is in.
+    fn rename(&mut self, id: Id, name: Name, acknowledge: bool) {
+        let (previous, rooms) = self.presence.rename(id, name.clone());
+        let you = Member { id, name };
+        if acknowledge {
+            self.reply(id, &protocol::nick_frame(&you, &previous));
+        }
+        if previous != you.name {
+            for room in rooms {
+                let frame =
+                    protocol::presence_frame(&room, PresenceEvent::Rename, &you, Some(&previous));
+                self.presence.publish(&room, &frame, None, &mut self.gone);
+            }
+        }
+    }
+
+    /// Stores the gathered writes, then delivers their frames; on a storage failure nothing
+    /// is delivered and each sender gets `unavailable`.
+    fn flush(&mut self) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let mut writes = std::mem::take(&mut self.writes);
+        let mut pending = std::mem::take(&mut self.pending);
+        match self.store.apply(&writes) {
+            Ok(applied) => {
+                for ((write, p), applied) in writes.iter().zip(&pending).zip(applied) {
+                    self.deliver(write, p, applied);
+                }
+            }
+            Err(e) => {
+                let error = unavailable(&e);
+                for (write, p) in writes.iter().zip(&pending) {
+                    self.refuse(p.sender, p.action, client_id(write), &error);
+                }
+            }
+        }
+        // Keep the buffers' capacity for the next batch.
+        writes.clear();
+        pending.clear();
+        self.writes = writes;
+        self.pending = pending;
+    }
+
+    fn deliver(&mut self, write: &Write, p: &Pending, applied: Applied) {
+        match (write, applied) {
+            (Write::Append(m), Applied::Appended(message_id)) => {
+                let frame = protocol::message_frame(m, message_id);
+                self.presence
+                    .publish(&m.room, &frame, p.skip, &mut self.gone);
+                if &*m.room == LOBBY {
+                    let raw = if p.bare {
+                        OutFrame::text(m.text.as_bytes())
+                    } else {
+                        OutFrame::text(format!("{}: {}", m.from.name, m.text).as_bytes())
+                    };
+                    self.presence.publish_plain(&raw, p.skip, &mut self.gone);
+                }
+            }
+            (Write::React { room, id, emoji }, Applied::Reacted(count)) => {
+                let frame = protocol::reaction_frame(room, *id, emoji, count);
+                self.presence.publish(room, &frame, None, &mut self.gone);
+            }
+            (Write::React { room, id, .. }, Applied::UnknownMessage) => {
+                let error = ChatError::new(
+                    ErrorCode::UnknownMessage,
+                    format!("room {room:?} has no message {id} (or no longer keeps it)"),
+                );
+                self.refuse(p.sender, p.action, None, &error);
+            }
+            (write, applied) => {
+                let e = StoreError::Failed(format!("{applied:?} is no answer to {write:?}"));
+                self.refuse(p.sender, p.action, client_id(write), &unavailable(&e));
+            }
+        }
+    }
+
+    /// A connection left (or was found gone): it leaves its rooms, and their members hear it.
+    fn depart(&mut self, id: Id) {
+        if let Some((member, rooms)) = self.presence.disconnect(id) {
+            for room in rooms {
+                let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
+                self.presence.publish(&room, &frame, None, &mut self.gone);
+            }
+        }
+    }
+
+    fn depart_gone(&mut self) {
+        while !self.gone.is_empty() {
+            for id in std::mem::take(&mut self.gone) {
+                tracing::debug!(connection_id = %id, "gone without $disconnect");
+                self.depart(id);
+            }
+        }
+    }
+
+    fn refuse(&self, id: Id, action: &str, client_id: Option<&str>, error: &ChatError) {
+        self.reply(id, &error.frame(action, client_id));
+    }
+
+    fn reply(&self, id: Id, frame: &OutFrame) {
+        match self.management.post_frame(&id, frame) {
+            Deferred::Ready(Ok(())) => {}
+            Deferred::Ready(Err(e)) => {
+                tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
+            }
+            Deferred::Pending(f) => {
+                if let Some(rt) = &self.runtime {
+                    rt.spawn(f);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::task::{Context, Waker};
+
+    use crate::apps::chat::presence::LocalPresence;
+    use crate::apps::chat::store::{Page, Recovery, RoomInfo};
+    use crate::event::ConnectionContext;
+    use crate::gateway::conn::Conn;
+    use crate::gateway::registry::{LocalRegistry, Registry};
+
+    /// A store whose writes always fail, as on a full or broken disk.
+    struct BrokenDisk;
+
+    impl ChatStore for BrokenDisk {
+        fn apply(&mut self, _: &[Write]) -> Result<Vec<Applied>, StoreError> {
+            Err(StoreError::Failed("disk I/O error".into()))
+        }
+        fn last_id(&mut self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn before(&mut self, _: &str, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn after(&mut self, _: &str, _: u64, _: usize) -> Result<Recovery, StoreError> {
+            Ok(Recovery::default())
+        }
+        fn rooms(&mut self, _: usize) -> Result<Vec<RoomInfo>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn prune(&mut self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    fn frames(conn: &Conn) -> Vec<serde_json::Value> {
+        let mut queued = VecDeque::new();
+        conn.drain(&Context::from_waker(Waker::noop()), &mut queued);
+        queued
+            .iter()
+            .map(|b| {
+                let start = if b[1] & 0x7f == 126 { 4 } else { 2 };
+                serde_json::from_slice(&b[start..]).unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_delivers_nothing_and_tells_the_sender() {
+        let registry = Arc::new(LocalRegistry::new());
+        let management = ManagementApi::new(registry.clone(), 1 << 20);
+        let conn = Arc::new(Conn::new(
+            ConnectionContext {
+                connection_id: Id::random(),
+                connected_at_ms: 0,
+                source_ip: "127.0.0.1".parse().unwrap(),
+                user_agent: None,
+                domain_name: "localhost".into(),
+                authorizer: None,
+            },
+            1 << 20,
+        ));
+        registry.register(conn.clone());
+        let id = conn.id();
+        let engine = start(
+            Box::new(BrokenDisk),
+            Arc::new(LocalPresence::new(management.clone())),
+            management,
+            Arc::new(ChatConfig::default()),
+        );
+        let room: Room = "r".into();
+        for command in [
+            Command::Connect {
+                id,
+                connected_at_ms: 0,
+            },
+            Command::Request {
+                id,
+                request: Request::Join {
+                    room: room.clone(),
+                    name: None,
+                    since: None,
+                },
+            },
+            Command::Request {
+                id,
+                request: Request::Send {
+                    room,
+                    text: "lost?".into(),
+                    client_id: None,
+                },
+            },
+        ] {
+            assert!(matches!(
+                engine.submit(command, Response::ok()),
+                Deferred::Ready(Ok(_))
+            ));
+        }
+        engine.close().await;
+        let frames = frames(&conn);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0]["type"], "joined");
+        assert_eq!(frames[1]["type"], "error");
+        assert_eq!(frames[1]["code"], "unavailable");
+        assert_eq!(frames[1]["action"], "send");
+        // After close, requests are refused rather than queued.
+        assert!(matches!(
+            engine.submit(Command::Tick, Response::ok()),
+            Deferred::Ready(Err(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let engine = EngineHandle { tx };
+        assert!(matches!(
+            engine.submit(Command::Tick, Response::ok()),
+            Deferred::Ready(Ok(_))
+        ));
+        let Deferred::Pending(waiting) = engine.submit(Command::Tick, Response::ok()) else {
+            panic!("a full queue does not refuse or drop: the request waits");
+        };
+        let waiting = tokio::spawn(waiting);
+        assert!(matches!(rx.recv().await, Some(Command::Tick)));
+        assert!(waiting.await.unwrap().is_ok(), "queued once there is room");
+        assert!(matches!(rx.recv().await, Some(Command::Tick)));
+    }
+}

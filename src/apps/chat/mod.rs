@@ -1,0 +1,238 @@
+//! The built-in chat: rooms, persistent history, presence, reactions, and the articles' routes.
+//!
+//! The chat is a client of the gateway like any Lambda function: it gets proxy events through
+//! [`Integration`] and reaches clients only through the [`ManagementApi`]. Its parts:
+//!
+//! - here: the integration. On the connection's task it checks each request
+//!   ([`protocol`]), applies the rate limit ([`ratelimit`]), answers mistakes at once, and
+//!   queues the rest for the store thread;
+//! - `engine`: the store thread, which owns history and presence changes and fans frames
+//!   out after they are stored;
+//! - [`store`] / [`sqlite`]: the history backend trait and its SQLite implementation;
+//! - [`presence`]: membership, names and fan-out, behind a trait a cluster can implement;
+//! - [`articles`]: the articles' `sendmessage` and `$default`, unchanged for their clients;
+//! - [`ui`]: the browser UI, embedded in the binary.
+
+use std::sync::Arc;
+
+use crate::api::{Api, ApiError, keys};
+use crate::event::{Event, Response};
+use crate::gateway::frame::OutFrame;
+use crate::gateway::registry::{Deferred, ManageError};
+use crate::integration::{Integration, IntegrationError, Invocation};
+use crate::management::ManagementApi;
+use crate::selection::SelectionExpression;
+
+pub mod articles;
+pub mod config;
+mod engine;
+pub mod presence;
+pub mod protocol;
+pub mod ratelimit;
+pub mod sqlite;
+pub mod store;
+pub mod ui;
+
+pub use config::{ChatConfig, Synchronous};
+
+use engine::{Command, EngineHandle};
+use presence::{LocalPresence, Presence};
+use protocol::{ChatError, ErrorCode};
+use ratelimit::RateLimiter;
+use store::{ChatStore, Retention};
+
+impl ChatConfig {
+    /// The retention the store applies.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            count: self.retention_count,
+            age_ms: (self.retention_age_secs as i64).saturating_mul(1000),
+        }
+    }
+}
+
+/// The chat: one handler for all its routes, like a single Lambda function.
+pub struct Chat {
+    config: Arc<ChatConfig>,
+    management: ManagementApi,
+    engine: EngineHandle,
+    limiter: RateLimiter,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chat {
+    /// Starts the chat over `store`, with this process's presence, pushing through
+    /// `management`.
+    pub fn start(
+        store: Box<dyn ChatStore>,
+        config: ChatConfig,
+        management: ManagementApi,
+    ) -> Arc<Self> {
+        let presence = Arc::new(LocalPresence::new(management.clone()));
+        Self::start_with(store, presence, config, management)
+    }
+
+    /// Starts the chat over `store` and `presence` (for instance a cluster's).
+    pub fn start_with(
+        store: Box<dyn ChatStore>,
+        presence: Arc<dyn Presence>,
+        config: ChatConfig,
+        management: ManagementApi,
+    ) -> Arc<Self> {
+        let config = Arc::new(config);
+        let engine = engine::start(store, presence, management.clone(), config.clone());
+        Arc::new(Chat {
+            limiter: RateLimiter::new(config.rate_per_sec, config.rate_burst),
+            config,
+            management,
+            engine,
+        })
+    }
+
+    /// The API: `$connect`, `$disconnect`, `$default`, the articles' `sendmessage` and
+    /// `sendMessage`, and the chat's actions.
+    pub fn api(self: &Arc<Self>) -> Result<Api, ApiError> {
+        let mut api = Api::new(SelectionExpression::default());
+        let articles = [
+            keys::CONNECT,
+            keys::DISCONNECT,
+            keys::DEFAULT,
+            "sendmessage",
+            "sendMessage",
+        ];
+        for key in articles.into_iter().chain(protocol::ACTIONS) {
+            api = api.route(key, self.clone(), false)?;
+        }
+        Ok(api)
+    }
+
+    /// Finishes the requests already queued and closes the store. Call it once every
+    /// connection's `$disconnect` has run; later requests are refused.
+    pub async fn close(&self) {
+        self.engine.close().await;
+    }
+
+    fn reply(&self, id: crate::ids::Id, frame: &OutFrame) {
+        if let Deferred::Ready(Err(e)) = self.management.post_frame(&id, frame) {
+            tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
+        }
+    }
+
+    /// A chat action: checked and rate limited here, carried out by the store thread.
+    fn chat_request(&self, action: &str, event: &Event<'_>) -> Invocation {
+        let id = event.connection_id();
+        let body = event.body_json();
+        let request = if !self.limiter.allow(id) {
+            Err(ChatError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many requests: at most {} in a burst and {} a second",
+                    self.config.rate_burst, self.config.rate_per_sec
+                ),
+            ))
+        } else {
+            match &body {
+                Some(body) => protocol::parse(action, body, &self.config),
+                None => Err(ChatError::new(
+                    ErrorCode::BadRequest,
+                    "the message is not JSON",
+                )),
+            }
+        };
+        match request {
+            Ok(request) => self
+                .engine
+                .submit(Command::Request { id, request }, Response::ok()),
+            Err(error) => {
+                // A refused `send` names its message, so that the client knows which one.
+                let client_id = match (action, &body) {
+                    ("send", Some(body)) => body.get("clientId").and_then(|c| c.as_str()),
+                    _ => None,
+                };
+                self.reply(id, &error.frame(action, client_id));
+                Deferred::Ready(Ok(Response::ok()))
+            }
+        }
+    }
+
+    /// The articles' `sendmessage` / `sendMessage`.
+    fn send_message(&self, event: &Event<'_>) -> Invocation {
+        let id = event.connection_id();
+        let Some(body) = event.body_json() else {
+            return Deferred::Ready(Err(IntegrationError::Failed(
+                "the message is not JSON".into(),
+            )));
+        };
+        let sent = Response::with_body("Data sent.");
+        match articles::broadcast(&body) {
+            Some(b) => {
+                let action = if event.route_key == "sendMessage" {
+                    "sendMessage"
+                } else {
+                    "sendmessage"
+                };
+                let command = Command::Article {
+                    id,
+                    action,
+                    text: b.text,
+                    skip_sender: b.skip_sender,
+                };
+                self.engine.submit(command, sent)
+            }
+            None => {
+                self.reply(id, &OutFrame::text(articles::MISSING_CONTENT.as_bytes()));
+                Deferred::Ready(Ok(sent))
+            }
+        }
+    }
+
+    /// The tutorial's `$default`: the sender's connection info.
+    fn default_route(&self, event: &Event<'_>) -> Result<Response, IntegrationError> {
+        let id = event.connection_id();
+        let info = match self.management.get(&id) {
+            Deferred::Ready(r) => r,
+            // Local connections answer at once; the sender is always local.
+            Deferred::Pending(_) => Err(ManageError::Unavailable("remote sender".into())),
+        };
+        let info = info.map_err(|e| IntegrationError::Failed(e.to_string()))?;
+        let reply = articles::tutorial_reply(&info, id);
+        self.reply(id, &OutFrame::text(reply.as_bytes()));
+        Ok(Response::ok())
+    }
+}
+
+impl Integration for Chat {
+    fn invoke(&self, event: &Event<'_>) -> Invocation {
+        let id = event.connection_id();
+        match event.route_key {
+            keys::CONNECT => self.engine.submit(
+                Command::Connect {
+                    id,
+                    connected_at_ms: event.connection.connected_at_ms,
+                },
+                Response::with_body("Connected."),
+            ),
+            keys::DISCONNECT => {
+                self.limiter.forget(id);
+                self.engine.submit(
+                    Command::Disconnect { id },
+                    Response::with_body("Disconnected."),
+                )
+            }
+            keys::DEFAULT => Deferred::Ready(self.default_route(event)),
+            "sendmessage" | "sendMessage" => self.send_message(event),
+            action => self.chat_request(action, event),
+        }
+    }
+
+    fn name(&self) -> &str {
+        "chat"
+    }
+}

@@ -1,0 +1,357 @@
+//! Who is connected and in which rooms: the [`Presence`] trait and its in-memory version.
+//!
+//! Presence owns room membership, display names and the *plain* clients (connections that
+//! never joined a room: the articles' clients), and fans frames out to them. The chat calls
+//! it from its store thread only. A cluster implements the same trait to hold membership
+//! across nodes and to publish each room frame once per node instead of once per recipient.
+//!
+//! Fan-out goes through the [`ManagementApi`] by connection id, like any handler's posts: a
+//! full outbox refuses the frame for that recipient only (the gateway's slow-client rule
+//! decides what becomes of the connection); an id that answers 410 is reported as gone,
+//! unless it connected less than [`GONE_GRACE_MS`] ago (it may be between `$connect` and the
+//! end of its handshake, when posts answer 410 too).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use tokio::runtime::Handle;
+
+use crate::apps::chat::protocol::{Member, Name, Room, default_name};
+use crate::gateway::frame::OutFrame;
+use crate::gateway::registry::{Deferred, ManageError};
+use crate::ids::Id;
+use crate::management::ManagementApi;
+use crate::time;
+
+/// How long after `$connect` a 410 is not taken as proof that a connection is gone.
+pub const GONE_GRACE_MS: i64 = 30_000;
+
+/// Membership, names and fan-out. Methods never block and never await.
+pub trait Presence: Send + Sync + 'static {
+    /// A connection arrived (its `$connect`): a plain client until it joins a room.
+    fn connect(&self, id: Id, connected_at_ms: i64);
+
+    /// A connection left: it leaves every room. Returns who it was and the rooms it was in.
+    fn disconnect(&self, id: Id) -> Option<(Member, Vec<Room>)>;
+
+    /// The connection as others see it.
+    fn member(&self, id: Id) -> Member;
+
+    /// Joins a room; false if the connection was already in it.
+    fn join(&self, room: &Room, id: Id) -> bool;
+
+    /// Leaves a room; false if the connection was not in it.
+    fn leave(&self, room: &str, id: Id) -> bool;
+
+    /// Changes the connection's name; returns the old name and the rooms it is in.
+    fn rename(&self, id: Id, name: Name) -> (Name, Vec<Room>);
+
+    /// Whether the connection is in the room.
+    fn is_member(&self, room: &str, id: Id) -> bool;
+
+    /// The room's members, by name.
+    fn members(&self, room: &str) -> Vec<Member>;
+
+    /// Rooms with members, and how many.
+    fn rooms(&self) -> Vec<(Room, usize)>;
+
+    /// Sends `frame` to every member of `room` except `skip`; ids found gone go to `gone`.
+    fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>);
+
+    /// Sends `frame` to every plain client except `skip`; ids found gone go to `gone`.
+    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>);
+}
+
+type Set = HashSet<Id, foldhash::fast::RandomState>;
+
+#[derive(Debug)]
+struct Connection {
+    name: Name,
+    rooms: Vec<Room>,
+    connected_at_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connections: HashMap<Id, Connection, foldhash::fast::RandomState>,
+    rooms: HashMap<Room, Set, foldhash::fast::RandomState>,
+    plain: Set,
+}
+
+impl State {
+    fn connection(&mut self, id: Id) -> &mut Connection {
+        self.connections.entry(id).or_insert_with(|| Connection {
+            name: default_name(id),
+            rooms: Vec::new(),
+            connected_at_ms: time::now_ms(),
+        })
+    }
+}
+
+/// Presence for the connections of this process.
+pub struct LocalPresence {
+    management: ManagementApi,
+    runtime: Option<Handle>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LocalPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPresence").finish_non_exhaustive()
+    }
+}
+
+impl LocalPresence {
+    /// Presence that delivers through `management`. Posts that have to be awaited (a
+    /// registry of several nodes) are finished on the Tokio runtime current here, if any.
+    pub fn new(management: ManagementApi) -> Self {
+        LocalPresence {
+            management,
+            runtime: Handle::try_current().ok(),
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("presence lock")
+    }
+
+    fn post_each<'a>(
+        &self,
+        state: &State,
+        ids: impl Iterator<Item = &'a Id>,
+        frame: &OutFrame,
+        skip: Option<Id>,
+        gone: &mut Vec<Id>,
+    ) {
+        let now = time::now_ms();
+        for id in ids {
+            if Some(*id) == skip {
+                continue;
+            }
+            match self.management.post_frame(id, frame) {
+                Deferred::Ready(Ok(())) => {}
+                Deferred::Ready(Err(ManageError::Gone)) => {
+                    let young = state
+                        .connections
+                        .get(id)
+                        .is_some_and(|c| now - c.connected_at_ms < GONE_GRACE_MS);
+                    if !young {
+                        gone.push(*id);
+                    }
+                }
+                Deferred::Ready(Err(ManageError::Full)) => {
+                    tracing::debug!(connection_id = %id, "outbox full, frame not queued for this client");
+                }
+                Deferred::Ready(Err(e)) => {
+                    tracing::warn!(connection_id = %id, error = %e, "post failed");
+                }
+                Deferred::Pending(f) => match &self.runtime {
+                    Some(rt) => {
+                        rt.spawn(f);
+                    }
+                    None => tracing::warn!(connection_id = %id, "no runtime to finish a post"),
+                },
+            }
+        }
+    }
+}
+
+impl Presence for LocalPresence {
+    fn connect(&self, id: Id, connected_at_ms: i64) {
+        let mut state = self.state();
+        state.connection(id).connected_at_ms = connected_at_ms;
+        state.plain.insert(id);
+    }
+
+    fn disconnect(&self, id: Id) -> Option<(Member, Vec<Room>)> {
+        let mut state = self.state();
+        state.plain.remove(&id);
+        let conn = state.connections.remove(&id)?;
+        for room in &conn.rooms {
+            if let Some(members) = state.rooms.get_mut(room) {
+                members.remove(&id);
+                if members.is_empty() {
+                    state.rooms.remove(room);
+                }
+            }
+        }
+        Some((
+            Member {
+                id,
+                name: conn.name,
+            },
+            conn.rooms,
+        ))
+    }
+
+    fn member(&self, id: Id) -> Member {
+        let mut state = self.state();
+        Member {
+            id,
+            name: state.connection(id).name.clone(),
+        }
+    }
+
+    fn join(&self, room: &Room, id: Id) -> bool {
+        let mut state = self.state();
+        state.plain.remove(&id);
+        let newly = state.rooms.entry(room.clone()).or_default().insert(id);
+        if newly {
+            state.connection(id).rooms.push(room.clone());
+        }
+        newly
+    }
+
+    fn leave(&self, room: &str, id: Id) -> bool {
+        let mut state = self.state();
+        let Some(members) = state.rooms.get_mut(room) else {
+            return false;
+        };
+        if !members.remove(&id) {
+            return false;
+        }
+        if members.is_empty() {
+            state.rooms.remove(room);
+        }
+        if let Some(conn) = state.connections.get_mut(&id) {
+            conn.rooms.retain(|r| &**r != room);
+        }
+        true
+    }
+
+    fn rename(&self, id: Id, name: Name) -> (Name, Vec<Room>) {
+        let mut state = self.state();
+        let conn = state.connection(id);
+        let previous = std::mem::replace(&mut conn.name, name);
+        (previous, conn.rooms.clone())
+    }
+
+    fn is_member(&self, room: &str, id: Id) -> bool {
+        self.state()
+            .rooms
+            .get(room)
+            .is_some_and(|members| members.contains(&id))
+    }
+
+    fn members(&self, room: &str) -> Vec<Member> {
+        let state = self.state();
+        let mut members: Vec<Member> = state
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .map(|id| Member {
+                id: *id,
+                name: state
+                    .connections
+                    .get(id)
+                    .map_or_else(|| default_name(*id), |c| c.name.clone()),
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        members
+    }
+
+    fn rooms(&self) -> Vec<(Room, usize)> {
+        self.state()
+            .rooms
+            .iter()
+            .map(|(room, members)| (room.clone(), members.len()))
+            .collect()
+    }
+
+    fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
+        let state = self.state();
+        if let Some(members) = state.rooms.get(room) {
+            self.post_each(&state, members.iter(), frame, skip, gone);
+        }
+    }
+
+    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
+        let state = self.state();
+        self.post_each(&state, state.plain.iter(), frame, skip, gone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ConnectionContext;
+    use crate::gateway::conn::Conn;
+    use crate::gateway::registry::{LocalRegistry, Registry};
+    use std::sync::Arc;
+
+    fn conn(registry: &LocalRegistry) -> Arc<Conn> {
+        let conn = Arc::new(Conn::new(
+            ConnectionContext {
+                connection_id: Id::random(),
+                connected_at_ms: 0,
+                source_ip: "127.0.0.1".parse().unwrap(),
+                user_agent: None,
+                domain_name: "localhost".into(),
+                authorizer: None,
+            },
+            4096,
+        ));
+        registry.register(conn.clone());
+        conn
+    }
+
+    #[test]
+    fn rooms_plain_clients_and_names() {
+        let registry = Arc::new(LocalRegistry::new());
+        let p = LocalPresence::new(ManagementApi::new(registry.clone(), 1024));
+        let (a, b) = (conn(&registry), conn(&registry));
+        p.connect(a.id(), 0);
+        p.connect(b.id(), 0);
+        let lobby: Room = "lobby".into();
+        assert!(p.join(&lobby, a.id()));
+        assert!(!p.join(&lobby, a.id()), "already in");
+        assert!(p.is_member("lobby", a.id()));
+        assert!(!p.is_member("lobby", b.id()));
+        let mut gone = Vec::new();
+        p.publish_plain(&OutFrame::text(b"plain"), None, &mut gone);
+        p.publish("lobby", &OutFrame::text(b"room"), None, &mut gone);
+        assert!(gone.is_empty());
+        assert_eq!(
+            a.queued_bytes(),
+            6,
+            "a is no longer plain: only the room frame"
+        );
+        assert_eq!(b.queued_bytes(), 7, "b is plain: only the plain frame");
+
+        let (old, rooms) = p.rename(a.id(), "alice".into());
+        assert!(old.starts_with("guest-"));
+        assert_eq!(rooms.len(), 1);
+        assert_eq!(rooms[0], lobby);
+        assert_eq!(&*p.members("lobby")[0].name, "alice");
+        assert_eq!(p.rooms(), [(lobby.clone(), 1)]);
+
+        assert!(p.leave("lobby", a.id()));
+        assert!(!p.leave("lobby", a.id()));
+        assert!(p.rooms().is_empty());
+        let (member, rooms) = p.disconnect(a.id()).unwrap();
+        assert_eq!(&*member.name, "alice");
+        assert!(rooms.is_empty());
+        assert!(p.disconnect(a.id()).is_none());
+    }
+
+    #[test]
+    fn ids_that_answer_410_are_reported_gone_after_the_grace_period() {
+        let registry = Arc::new(LocalRegistry::new());
+        let p = LocalPresence::new(ManagementApi::new(registry.clone(), 1024));
+        let live = conn(&registry);
+        p.connect(live.id(), 0);
+        // Vanished without `$disconnect`: connected long ago, no longer registered.
+        let stale = Id::random();
+        p.connect(stale, 0);
+        // Still in its handshake: connected just now, not registered yet.
+        let young = Id::random();
+        p.connect(young, time::now_ms());
+        let mut gone = Vec::new();
+        p.publish_plain(&OutFrame::text(b"hi"), None, &mut gone);
+        assert_eq!(gone, [stale]);
+        assert_eq!(live.queued_bytes(), 4);
+    }
+}
