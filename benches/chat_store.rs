@@ -35,6 +35,7 @@ fn message(i: usize) -> Write {
         text: format!("message number {i:>6} with some text to make it 64 bytes long..").into(),
         client_id: None,
         ts_ms: 1_700_000_000_000,
+        delivery: Default::default(),
     })
 }
 

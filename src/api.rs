@@ -58,6 +58,9 @@ pub enum ApiError {
     /// `$connect` and `$disconnect` have no response to send.
     #[error("route {0} cannot have a route response")]
     TwoWayNotAllowed(String),
+    /// A backend the API needs could not be set up.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// The routes of one API.

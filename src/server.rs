@@ -15,7 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{Api, ApiError};
 use crate::apps::chat::Chat;
 use crate::apps::chat::sqlite::SqliteStore;
-use crate::apps::chat::store::StoreError;
+use crate::apps::chat::store::{ChatStore, StoreError};
+use crate::cluster::chat::{ClusterPresence, RedisChatStore, connect_chat};
 use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
@@ -79,15 +80,37 @@ impl Server {
         match config.app {
             BuiltinApp::Chat => {
                 config.validate()?;
-                let store = SqliteStore::open(
-                    &config.data_dir,
-                    config.chat.retention(),
-                    config.chat.synchronous,
-                )?;
                 let chat_config = config.chat.clone();
+                let retention = chat_config.retention();
+                // On one node the history is in SQLite; in a cluster, in the shared Redis.
+                let cluster = config.cluster.clone();
+                let store: Box<dyn ChatStore> = match &cluster {
+                    Some(c) => Box::new(RedisChatStore::open(
+                        &c.redis_url,
+                        &c.key_prefix,
+                        retention,
+                    )?),
+                    None => Box::new(SqliteStore::open(
+                        &config.data_dir,
+                        retention,
+                        config.chat.synchronous,
+                    )?),
+                };
                 let mut chat = None;
                 let mut server = Self::with_api(config, |management| {
-                    let app = Chat::start(Box::new(store), chat_config, management);
+                    let app = match &cluster {
+                        Some(c) => {
+                            let presence = ClusterPresence::new(
+                                &c.redis_url,
+                                &c.key_prefix,
+                                &c.node_id,
+                                management.clone(),
+                            )
+                            .map_err(|e| ApiError::Backend(e.to_string()))?;
+                            Chat::start_with(store, Arc::new(presence), chat_config, management)
+                        }
+                        None => Chat::start(store, chat_config, management),
+                    };
                     chat = Some(app.clone());
                     app.api()
                 })?;
@@ -161,6 +184,10 @@ impl Server {
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
         if let Some(cluster) = &self.cluster {
+            if let Some(chat) = &self.chat {
+                // Before the registry runs: it subscribes to the chat's channel when it starts.
+                connect_chat(cluster, chat.clone(), cluster.key_prefix());
+            }
             let run = cluster.clone().run(gw.shutdown.clone(), self.drain_timeout);
             gw.tracker.spawn(run);
         }

@@ -159,11 +159,13 @@ async fn nodes_survive_a_redis_restart() {
 
     redis.kill();
     eventually(WAIT, || async { !ready(&a).await && !ready(&b).await }).await;
-    // Local traffic goes on.
+    // The chat cannot store a lobby message now: the sender is told, nothing is half done.
     client
         .send(r#"{"action":"sendmessage","data":"redis is down"}"#)
         .await;
-    assert_eq!(client.recv().await, "redis is down");
+    let refused: serde_json::Value = serde_json::from_str(&client.recv().await).unwrap();
+    assert_eq!(refused["code"], "unavailable");
+    // Traffic that needs no Redis goes on.
     let r = reqwest::Client::new()
         .post(url_for(&a, &id))
         .body("local post")
@@ -199,4 +201,218 @@ async fn nodes_survive_a_redis_restart() {
     })
     .await;
     assert_eq!(client.recv().await, "back");
+}
+
+/// Waits for the next frame of `type`, skipping others.
+async fn next_of(client: &mut Client, kind: &str) -> serde_json::Value {
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+async fn join(client: &mut Client, room: &str, name: &str) -> serde_json::Value {
+    client
+        .send_json(serde_json::json!({"action": "join", "room": room, "name": name}))
+        .await;
+    next_of(client, "joined").await
+}
+
+#[tokio::test]
+async fn rooms_presence_and_history_span_every_node() {
+    let redis = RedisServer::start_with(true).await;
+    let nodes = nodes(&redis).await;
+    let mut alice = nodes[0].connect().await;
+    let mut bob = nodes[1].connect().await;
+    join(&mut alice, "general", "alice").await;
+    let joined = join(&mut bob, "general", "bob").await;
+    let names: Vec<&str> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "members of every node");
+    let presence = next_of(&mut alice, "presence").await;
+    assert_eq!(
+        (
+            presence["event"].as_str(),
+            presence["member"]["name"].as_str()
+        ),
+        (Some("join"), Some("bob"))
+    );
+
+    alice
+        .send_json(serde_json::json!({"action": "send", "room": "general", "text": "hi from a", "clientId": "a-1"}))
+        .await;
+    let at_bob = next_of(&mut bob, "message").await;
+    let at_alice = next_of(&mut alice, "message").await;
+    assert_eq!(at_bob["id"], 1);
+    assert_eq!(at_alice["clientId"], "a-1", "the sender's acknowledgement");
+    bob.send_json(serde_json::json!({"action": "send", "room": "general", "text": "hi from b"}))
+        .await;
+    assert_eq!(next_of(&mut alice, "message").await["id"], 2);
+    alice
+        .send_json(
+            serde_json::json!({"action": "react", "room": "general", "id": 1, "emoji": "👏"}),
+        )
+        .await;
+    let reaction = next_of(&mut bob, "reaction").await;
+    assert_eq!(
+        (reaction["id"].as_u64(), reaction["count"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // A third node serves the history.
+    let mut carol = nodes[2].connect().await;
+    let joined = join(&mut carol, "general", "carol").await;
+    let texts: Vec<&str> = joined["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["hi from a", "hi from b"]);
+    assert_eq!(joined["messages"][0]["reactions"]["👏"], 1);
+    assert_eq!(joined["lastId"], 2);
+
+    // Leaving is seen on the other nodes.
+    bob.close(1000, "bye").await;
+    let left = next_of(&mut carol, "presence").await;
+    let left = if left["event"] == "leave" {
+        left
+    } else {
+        next_of(&mut carol, "presence").await
+    };
+    assert_eq!(
+        (left["event"].as_str(), left["member"]["name"].as_str()),
+        (Some("leave"), Some("bob"))
+    );
+}
+
+#[tokio::test]
+async fn the_articles_broadcast_reaches_plain_clients_on_every_node() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis).await;
+    let mut a = nodes[0].connect().await;
+    let mut c = nodes[2].connect().await;
+    a.chat_id().await;
+    c.chat_id().await;
+    a.send(r#"{"action":"sendmessage","message":"everyone else"}"#)
+        .await;
+    assert_eq!(c.recv().await, "everyone else");
+    c.send(r#"{"action":"sendMessage","data":"everyone"}"#)
+        .await;
+    assert_eq!(a.recv().await, "everyone", "article 1 goes to everyone");
+    assert_eq!(c.recv().await, "everyone", "the sender included");
+}
+
+#[tokio::test]
+async fn each_rooms_messages_arrive_in_id_order_on_every_node() {
+    let redis = RedisServer::start().await;
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        let mut cfg = node_config(&redis, name);
+        // Senders here send faster than the chat's per-person rate allows.
+        cfg.chat.rate_per_sec = 10_000;
+        cfg.chat.rate_burst = 10_000;
+        nodes.push(TestServer::start(cfg).await);
+    }
+    for node in &nodes {
+        eventually(WAIT, || ready(node)).await;
+    }
+    let mut watcher = nodes[2].connect().await;
+    join(&mut watcher, "race", "watcher").await;
+    let mut senders = Vec::new();
+    for (i, node) in nodes[..2].iter().enumerate() {
+        let mut s = node.connect().await;
+        join(&mut s, "race", &format!("sender{i}")).await;
+        senders.push(s);
+    }
+    let per_sender = 100;
+    let mut tasks = Vec::new();
+    for (i, mut s) in senders.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..per_sender {
+                s.send_json(serde_json::json!({"action": "send", "room": "race", "text": format!("{i}-{n}")}))
+                    .await;
+            }
+            s
+        }));
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 2 * per_sender {
+        ids.push(
+            next_of(&mut watcher, "message").await["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let expected: Vec<u64> = (1..=2 * per_sender as u64).collect();
+    assert_eq!(ids, expected);
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn chat_writes_while_redis_is_down_are_refused_not_lost() {
+    let mut redis = RedisServer::start_with(true).await;
+    let a = TestServer::start(node_config(&redis, "node-a")).await;
+    eventually(WAIT, || ready(&a)).await;
+    let mut alice = a.connect().await;
+    join(&mut alice, "ops", "alice").await;
+    alice
+        .send_json(
+            serde_json::json!({"action": "send", "room": "ops", "text": "before", "clientId": "1"}),
+        )
+        .await;
+    assert_eq!(next_of(&mut alice, "message").await["id"], 1);
+
+    redis.kill();
+    eventually(WAIT, || async { !ready(&a).await }).await;
+    alice
+        .send_json(
+            serde_json::json!({"action": "send", "room": "ops", "text": "during", "clientId": "2"}),
+        )
+        .await;
+    let error = next_of(&mut alice, "error").await;
+    assert_eq!(error["code"], "unavailable");
+    assert_eq!(error["clientId"], "2");
+
+    redis.restart().await;
+    eventually(Duration::from_secs(20), || ready(&a)).await;
+    let mut sent = None;
+    // The store reconnects on its next write.
+    for attempt in 0..50 {
+        alice
+            .send_json(serde_json::json!({"action": "send", "room": "ops", "text": "after", "clientId": format!("3-{attempt}")}))
+            .await;
+        let frame = loop {
+            let f = alice.recv_json().await;
+            if f["type"] == "message" || f["type"] == "error" {
+                break f;
+            }
+        };
+        if frame["type"] == "message" {
+            sent = Some(frame);
+            break;
+        }
+    }
+    let sent = sent.expect("writes succeed again once Redis is back");
+    assert_eq!(
+        sent["id"], 2,
+        "the id after the last stored one: nothing was acknowledged and lost"
+    );
+    let mut bob = a.connect().await;
+    let joined = join(&mut bob, "ops", "bob").await;
+    let texts: Vec<&str> = joined["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
 }

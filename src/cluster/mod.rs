@@ -19,6 +19,8 @@
 //! and reconnects with back-off; once Redis answers again it re-announces its connections
 //! (Redis may have restarted empty) and resumes.
 
+pub mod chat;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,9 @@ pub enum ClusterEvent {
         /// Its connections when it died.
         connections: Vec<Id>,
     },
+    /// Redis answers again after being unreachable (it may have restarted empty): state
+    /// mirrored into it should be written again.
+    RedisBack,
 }
 
 /// What goes over a node's channel.
@@ -183,6 +188,8 @@ pub struct ClusterRegistry {
     ready: AtomicBool,
     events: broadcast::Sender<ClusterEvent>,
     locate: redis::Script,
+    /// Channels apps subscribed to, and where their messages go.
+    subscriptions: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
 }
 
 impl std::fmt::Debug for ClusterRegistry {
@@ -240,12 +247,38 @@ impl ClusterRegistry {
             ready: AtomicBool::new(false),
             events,
             locate: redis::Script::new(LOCATE),
+            subscriptions: Mutex::default(),
         }))
     }
 
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// Receives every message published on `channel` (from any node, this one included)
+    /// through `sink`. A full sink drops the message, with a warning. Subscribe before the
+    /// registry runs.
+    pub fn subscribe(&self, channel: String, sink: mpsc::Sender<Bytes>) {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .insert(channel, sink);
+    }
+
+    /// A connection to the cluster's Redis (shared, reconnecting).
+    pub fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// The prefix of every key and channel.
+    pub fn key_prefix(&self) -> &str {
+        &self.config.key_prefix
+    }
+
+    /// The Redis URL.
+    pub fn redis_url(&self) -> &str {
+        &self.config.redis_url
     }
 
     /// Cluster events (a bounded broadcast: a receiver that lags loses the oldest events and
@@ -297,7 +330,15 @@ impl ClusterRegistry {
             let result = async {
                 let mut redis = self.redis.clone();
                 if !subscribed {
-                    redis.subscribe(&channel).await?;
+                    let mut channels = vec![channel.clone()];
+                    channels.extend(
+                        self.subscriptions
+                            .lock()
+                            .expect("subscriptions lock")
+                            .keys()
+                            .cloned(),
+                    );
+                    redis.subscribe(&channels).await?;
                     subscribed = true;
                 }
                 let ttl = self.config.heartbeat_ttl().as_millis() as u64;
@@ -319,6 +360,7 @@ impl ClusterRegistry {
                     if !self.ready.swap(true, Ordering::Relaxed) {
                         tracing::info!(node = %self.config.node_id, "cluster: Redis reachable; this node is ready");
                         self.announce_all().await;
+                        let _ = self.events.send(ClusterEvent::RedisBack);
                     }
                     backoff = Duration::from_millis(100);
                     period
@@ -471,9 +513,23 @@ impl ClusterRegistry {
                 }
                 _ => continue,
             }
-            let Some(Value::BulkString(payload)) = info.data.get(1) else {
+            let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                (info.data.first(), info.data.get(1))
+            else {
                 continue;
             };
+            let sink = self
+                .subscriptions
+                .lock()
+                .expect("subscriptions lock")
+                .get(std::str::from_utf8(channel).unwrap_or_default())
+                .cloned();
+            if let Some(sink) = sink {
+                if sink.try_send(Bytes::copy_from_slice(payload)).is_err() {
+                    tracing::warn!("cluster: an app's inbox is full; a message was dropped");
+                }
+                continue;
+            }
             let wire: Wire = match serde_json::from_slice(payload) {
                 Ok(wire) => wire,
                 Err(error) => {

@@ -381,10 +381,17 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// With `persistent`, data survives restarts (append-only file, fsync every write), as a
+    /// production Redis for the chat's history is configured.
+    pub async fn start_with(persistent: bool) -> Self {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -394,6 +401,7 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            persistent,
         };
         server.restart().await;
         server
@@ -407,7 +415,13 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
+            .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -29,7 +29,7 @@ use crate::apps::chat::protocol::{
     self, ChatError, ErrorCode, Joined, LOBBY, Member, Name, PresenceEvent, Request, Room,
     RoomSummary,
 };
-use crate::apps::chat::store::{Applied, ChatStore, NewMessage, StoreError, Write};
+use crate::apps::chat::store::{Applied, ChatStore, Delivery, NewMessage, StoreError, Write};
 use crate::event::Response;
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::Deferred;
@@ -59,6 +59,17 @@ pub(crate) enum Command {
         text: Box<str>,
         skip_sender: bool,
     },
+    /// A write another node (or this one) stored, announced by a shared store.
+    Announced { write: Write, applied: Applied },
+    /// A frame another node fanned out (presence events): deliver it to this node's
+    /// connections in `room`, or to its plain clients when `room` is `None`.
+    Remote {
+        room: Option<Room>,
+        frame: OutFrame,
+        skip: Option<Id>,
+    },
+    /// Mirror this node's membership again (the shared backend came back).
+    Resync,
     /// Apply age retention.
     Tick,
     /// Finish what is queued, close the store, then answer.
@@ -88,6 +99,13 @@ impl EngineHandle {
                 }))
             }
             Err(TrySendError::Closed(_)) => Deferred::Ready(Err(closed())),
+        }
+    }
+
+    /// Queues `command`, waiting for room.
+    pub(crate) async fn send(&self, command: Command) {
+        if self.tx.send(command).await.is_err() {
+            tracing::debug!("the chat is closed; an announcement was not delivered");
         }
     }
 
@@ -138,6 +156,7 @@ pub(crate) fn start(
         writes: Vec::new(),
         pending: Vec::new(),
         gone: Vec::new(),
+        floors: std::collections::HashMap::new(),
     };
     std::thread::Builder::new()
         .name("chat-store".into())
@@ -151,10 +170,6 @@ pub(crate) fn start(
 struct Pending {
     sender: Id,
     action: &'static str,
-    /// Not delivered to this connection (the articles' `message` goes to everyone else).
-    skip: Option<Id>,
-    /// Plain clients get the bare text (the articles' routes) instead of `name: text`.
-    bare: bool,
 }
 
 struct Engine {
@@ -170,6 +185,10 @@ struct Engine {
     pending: Vec<Pending>,
     /// Connections found gone while fanning out, to be departed after the batch.
     gone: Vec<Id>,
+    /// With a store that announces its writes: for each (room, joiner), the last id its
+    /// `joined` history held. An announcement can arrive after a join whose history already
+    /// read its message; it is not delivered to that joiner again.
+    floors: std::collections::HashMap<(Room, Id), u64>,
 }
 
 fn unavailable(e: &StoreError) -> ChatError {
@@ -258,14 +277,30 @@ impl Engine {
                     text,
                     client_id: None,
                     ts_ms: time::now_ms(),
+                    delivery: Delivery {
+                        skip: skip_sender.then_some(id),
+                        bare: true,
+                    },
                 }));
-                self.pending.push(Pending {
-                    sender: id,
-                    action,
-                    skip: skip_sender.then_some(id),
-                    bare: true,
-                });
+                self.pending.push(Pending { sender: id, action });
             }
+            Command::Announced { write, applied } => {
+                // Writes gathered before it are stored first, so their announcements follow.
+                self.flush();
+                self.deliver(&write, applied);
+            }
+            Command::Remote { room, frame, skip } => {
+                let skip = skip.as_slice();
+                match room {
+                    Some(room) => self
+                        .presence
+                        .publish_local(&room, &frame, skip, &mut self.gone),
+                    None => self
+                        .presence
+                        .publish_plain_local(&frame, skip, &mut self.gone),
+                }
+            }
+            Command::Resync => self.presence.resync(),
             Command::Tick => {
                 self.flush();
                 match self.store.prune(time::now_ms()) {
@@ -298,13 +333,9 @@ impl Engine {
                     text,
                     client_id,
                     ts_ms: time::now_ms(),
+                    delivery: Delivery::default(),
                 }));
-                self.pending.push(Pending {
-                    sender: id,
-                    action,
-                    skip: None,
-                    bare: false,
-                });
+                self.pending.push(Pending { sender: id, action });
             }
             Request::React {
                 room,
@@ -320,12 +351,7 @@ impl Engine {
                     id: message,
                     emoji,
                 });
-                self.pending.push(Pending {
-                    sender: id,
-                    action,
-                    skip: None,
-                    bare: false,
-                });
+                self.pending.push(Pending { sender: id, action });
             }
             other => {
                 // Reads and presence changes see every write queued before them.
@@ -363,6 +389,9 @@ impl Engine {
                     self.rename(id, name, false);
                 }
                 let newly = self.presence.join(&room, id);
+                if self.store.announces() {
+                    self.floors.insert((room.clone(), id), last_id);
+                }
                 let you = self.presence.member(id);
                 let members = self.presence.members(&room);
                 self.reply(
@@ -403,6 +432,7 @@ impl Engine {
                 if !self.presence.leave(&room, id) {
                     return Err(not_member(&room));
                 }
+                self.floors.remove(&(room.clone(), id));
                 self.reply(id, &protocol::left_frame(&room));
                 let member = self.presence.member(id);
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
@@ -486,8 +516,13 @@ impl Engine {
         let mut pending = std::mem::take(&mut self.pending);
         match self.store.apply(&writes) {
             Ok(applied) => {
+                let announced = self.store.announces();
                 for ((write, p), applied) in writes.iter().zip(&pending).zip(applied) {
-                    self.deliver(write, p, applied);
+                    match applied {
+                        Applied::Appended(_) | Applied::Reacted(_) if announced => {}
+                        Applied::Appended(_) | Applied::Reacted(_) => self.deliver(write, applied),
+                        _ => self.refuse_write(write, p, applied),
+                    }
                 }
             }
             Err(e) => {
@@ -504,25 +539,49 @@ impl Engine {
         self.pending = pending;
     }
 
-    fn deliver(&mut self, write: &Write, p: &Pending, applied: Applied) {
+    /// Delivers a stored write to this node's connections. With a store that announces its
+    /// writes, every node does this for every write, as the announcements arrive.
+    fn deliver(&mut self, write: &Write, applied: Applied) {
         match (write, applied) {
             (Write::Append(m), Applied::Appended(message_id)) => {
                 let frame = protocol::message_frame(m, message_id);
+                let mut skip: Vec<Id> = m.delivery.skip.into_iter().collect();
+                // Joiners whose history already held this message do not get it again; the
+                // floors below it are spent.
+                self.floors.retain(|(room, member), floor| {
+                    if *room != m.room {
+                        return true;
+                    }
+                    if *floor >= message_id {
+                        skip.push(*member);
+                    }
+                    *floor >= message_id
+                });
                 self.presence
-                    .publish(&m.room, &frame, p.skip, &mut self.gone);
+                    .publish_local(&m.room, &frame, &skip, &mut self.gone);
                 if &*m.room == LOBBY {
-                    let raw = if p.bare {
+                    let raw = if m.delivery.bare {
                         OutFrame::text(m.text.as_bytes())
                     } else {
                         OutFrame::text(format!("{}: {}", m.from.name, m.text).as_bytes())
                     };
-                    self.presence.publish_plain(&raw, p.skip, &mut self.gone);
+                    let skip: Vec<Id> = m.delivery.skip.into_iter().collect();
+                    self.presence
+                        .publish_plain_local(&raw, &skip, &mut self.gone);
                 }
             }
             (Write::React { room, id, emoji }, Applied::Reacted(count)) => {
                 let frame = protocol::reaction_frame(room, *id, emoji, count);
-                self.presence.publish(room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(room, &frame, &[], &mut self.gone);
             }
+            _ => {}
+        }
+    }
+
+    /// Tells the sender why a write was not stored.
+    fn refuse_write(&mut self, write: &Write, p: &Pending, applied: Applied) {
+        match (write, applied) {
             (Write::React { room, id, .. }, Applied::UnknownMessage) => {
                 let error = ChatError::new(
                     ErrorCode::UnknownMessage,
@@ -539,6 +598,9 @@ impl Engine {
 
     /// A connection left (or was found gone): it leaves its rooms, and their members hear it.
     fn depart(&mut self, id: Id) {
+        if !self.floors.is_empty() {
+            self.floors.retain(|(_, member), _| *member != id);
+        }
         if let Some((member, rooms)) = self.presence.disconnect(id) {
             for room in rooms {
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);

@@ -119,6 +119,32 @@ impl Chat {
         self.engine.close().await;
     }
 
+    /// Delivers a write that a shared store announced (see [`ChatStore::announces`]) to this
+    /// node's connections.
+    pub async fn announced(&self, write: store::Write, applied: store::Applied) {
+        self.engine
+            .send(Command::Announced { write, applied })
+            .await;
+    }
+
+    /// Delivers a frame another node fanned out to this node's members of `room` (or plain
+    /// clients when `room` is `None`).
+    pub async fn remote(
+        &self,
+        room: Option<protocol::Room>,
+        frame: OutFrame,
+        skip: Option<crate::ids::Id>,
+    ) {
+        self.engine
+            .send(Command::Remote { room, frame, skip })
+            .await;
+    }
+
+    /// Writes this node's membership again into a shared backend that lost it.
+    pub async fn resync(&self) {
+        self.engine.send(Command::Resync).await;
+    }
+
     fn reply(&self, id: crate::ids::Id, frame: &OutFrame) {
         if let Deferred::Ready(Err(e)) = self.management.post_frame(&id, frame) {
             tracing::debug!(connection_id = %id, error = %e, "reply not delivered");

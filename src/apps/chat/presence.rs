@@ -60,6 +60,17 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Sends `frame` to every plain client except `skip`; ids found gone go to `gone`.
     fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>);
+
+    /// Sends `frame` to this node's members of `room`, except those in `skip` (stored writes,
+    /// which every node delivers to its own connections).
+    fn publish_local(&self, room: &str, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>);
+
+    /// Sends `frame` to this node's plain clients, except those in `skip`.
+    fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>);
+
+    /// Writes this node's membership again wherever it is mirrored (after a shared backend
+    /// lost it). Nothing to do for presence kept in memory only.
+    fn resync(&self) {}
 }
 
 type Set = HashSet<Id, foldhash::fast::RandomState>;
@@ -112,6 +123,26 @@ impl LocalPresence {
         }
     }
 
+    /// Every (room, member) pair of this process's connections.
+    pub fn memberships(&self) -> Vec<(Room, Member)> {
+        let state = self.state();
+        state
+            .connections
+            .iter()
+            .flat_map(|(id, c)| {
+                c.rooms.iter().map(move |room| {
+                    (
+                        room.clone(),
+                        Member {
+                            id: *id,
+                            name: c.name.clone(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("presence lock")
     }
@@ -121,12 +152,12 @@ impl LocalPresence {
         state: &State,
         ids: impl Iterator<Item = &'a Id>,
         frame: &OutFrame,
-        skip: Option<Id>,
+        skip: &[Id],
         gone: &mut Vec<Id>,
     ) {
         let now = time::now_ms();
         for id in ids {
-            if Some(*id) == skip {
+            if skip.contains(id) {
                 continue;
             }
             match self.management.post_frame(id, frame) {
@@ -262,13 +293,21 @@ impl Presence for LocalPresence {
     }
 
     fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
+        self.publish_local(room, frame, skip.as_slice(), gone);
+    }
+
+    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
+        self.publish_plain_local(frame, skip.as_slice(), gone);
+    }
+
+    fn publish_local(&self, room: &str, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
         let state = self.state();
         if let Some(members) = state.rooms.get(room) {
             self.post_each(&state, members.iter(), frame, skip, gone);
         }
     }
 
-    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
+    fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
         let state = self.state();
         self.post_each(&state, state.plain.iter(), frame, skip, gone);
     }

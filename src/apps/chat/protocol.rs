@@ -841,6 +841,7 @@ mod tests {
             text: "hi <b>".into(),
             client_id: Some("c-1".into()),
             ts_ms: 1588277433236,
+            delivery: Default::default(),
         };
         assert_eq!(
             payload(&message_frame(&m, 7)),

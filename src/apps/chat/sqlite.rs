@@ -562,6 +562,7 @@ mod tests {
                 text: text.into(),
                 client_id: None,
                 ts_ms: 1,
+                delivery: Default::default(),
             })
         };
         assert_eq!(s.apply(&[m("1")]).unwrap(), [Applied::Appended(1)]);

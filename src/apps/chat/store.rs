@@ -29,6 +29,18 @@ pub struct NewMessage {
     pub client_id: Option<Box<str>>,
     /// When the chat accepted it, epoch milliseconds.
     pub ts_ms: i64,
+    /// How it is fanned out once stored (not stored itself).
+    pub delivery: Delivery,
+}
+
+/// How a stored message is fanned out: what the engine needs besides the message itself, so
+/// that a store announcing its writes to other nodes can carry it along.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Not delivered to this connection (the articles' `message` goes to everyone else).
+    pub skip: Option<crate::ids::Id>,
+    /// Plain clients get the bare text (the articles' routes) instead of `name: text`.
+    pub bare: bool,
 }
 
 /// One change in an [`ChatStore::apply`] batch.
@@ -164,6 +176,14 @@ pub trait ChatStore: Send + 'static {
 
     /// Deletes messages older than the retention age; returns how many.
     fn prune(&mut self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Whether the store announces every stored write to every node itself, in store order
+    /// (a store shared by several nodes). The engine then delivers writes only as their
+    /// announcements arrive ([`crate::apps::chat::Chat::announced`]), so that each room's
+    /// messages reach every node in id order; the embedded store does not.
+    fn announces(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +203,7 @@ pub(crate) mod tests {
             text: text.into(),
             client_id: Some(format!("c-{text}").into()),
             ts_ms,
+            delivery: Delivery::default(),
         })
     }
 
