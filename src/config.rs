@@ -1,9 +1,15 @@
 //! Server configuration: the stage, the built-in app and the limits, from flags or a TOML file.
+//!
+//! The file may also define the API (`route_selection_expression`, `[routes."<key>"]`,
+//! `[authorizer]`): see [`crate::integration::definition`] and `docs/config.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::integration::definition::{ApiDefinition, AuthorizerSpec, RouteSpec};
 
 /// Limits, with API Gateway's values as defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -132,6 +138,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a graceful shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// Routes and authorizer from the API definition file; with no routes, `app` serves.
+    pub api: ApiDefinition,
 }
 
 impl Default for Config {
@@ -143,6 +151,7 @@ impl Default for Config {
             app: BuiltinApp::Chat,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
+            api: ApiDefinition::default(),
         }
     }
 }
@@ -189,6 +198,17 @@ pub struct FileConfig {
     /// Limits; keys left out keep their defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// The region in ARNs and given to functions (`us-east-1` when not set).
+    pub region: Option<String>,
+    /// The account id in ARNs (`123456789012` when not set).
+    pub account_id: Option<String>,
+    /// The route selection expression (`$request.body.action` when not set).
+    pub route_selection_expression: Option<String>,
+    /// The routes; when there are any, they replace the built-in app.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteSpec>,
+    /// The `$connect` authorizer.
+    pub authorizer: Option<AuthorizerSpec>,
 }
 
 impl FileConfig {
@@ -205,6 +225,20 @@ impl FileConfig {
             },
             other => other,
         })
+    }
+
+    /// The API definition part of the file; relative paths in it are relative to `base_dir`
+    /// (the file's directory).
+    pub fn definition(&self, base_dir: &Path) -> ApiDefinition {
+        let defaults = ApiDefinition::default();
+        ApiDefinition {
+            route_selection_expression: self.route_selection_expression.clone(),
+            routes: self.routes.clone(),
+            authorizer: self.authorizer.clone(),
+            region: self.region.clone().unwrap_or(defaults.region),
+            account_id: self.account_id.clone().unwrap_or(defaults.account_id),
+            base_dir: base_dir.to_owned(),
+        }
     }
 
     /// Parses configuration text.

@@ -184,8 +184,13 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let base_dir = match args.config.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
     let mut config = Config {
         data_dir: args.data_dir.clone(),
+        api: file.definition(&base_dir),
         limits: file.limits,
         ..Config::default()
     };

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::{Api, ApiError};
+use crate::api::{Api, ApiError, keys};
 use crate::apps::articles::ArticlesChat;
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
@@ -19,7 +19,10 @@ use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
 use crate::http::{self, ConnInfo, Prefixed};
+use crate::integration::Integration;
+use crate::integration::definition::BuiltinName;
 use crate::integration::echo::Echo;
+use crate::integration::lambda::Functions;
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
 
@@ -42,20 +45,32 @@ pub enum Error {
 pub struct Server {
     gateway: Arc<Gateway>,
     drain_timeout: Duration,
+    /// The API's Lambda functions, started by `serve` and stopped after the drain.
+    functions: Functions,
 }
 
 impl Server {
-    /// Builds the gateway with the configured built-in API.
+    /// Builds the gateway: the routes of the API definition (`config.api`), or else the
+    /// configured built-in API, protected by the definition's authorizer if it has one.
+    /// Lambda functions start with [`serve`](Self::serve).
     pub fn new(config: Config) -> Result<Self, Error> {
         let app = config.app;
-        Self::with_api(config, |management| match app {
-            BuiltinApp::Chat => Arc::new(ArticlesChat::new(management)).api(),
-            BuiltinApp::Echo => Api::new(SelectionExpression::default()).route(
-                crate::api::keys::DEFAULT,
-                Arc::new(Echo),
-                true,
-            ),
-        })
+        let prepared = config.api.prepare(&config.api_id)?;
+        let functions = prepared.functions().clone();
+        let mut server = Self::build(config, |management| {
+            if prepared.has_routes() {
+                let mut chat = None;
+                return prepared
+                    .into_api(|name, key| builtin_integration(name, key, &management, &mut chat));
+            }
+            let api = builtin_api(app, management)?;
+            Ok(match prepared.authorizer() {
+                Some(authorizer) => api.with_authorizer(authorizer),
+                None => api,
+            })
+        })?;
+        server.functions = functions;
+        Ok(server)
     }
 
     /// Builds the gateway with an API of the caller's: `build` gets the management interface
@@ -63,6 +78,13 @@ impl Server {
     pub fn with_api(
         config: Config,
         build: impl FnOnce(ManagementApi) -> Result<Api, ApiError>,
+    ) -> Result<Self, Error> {
+        Self::build(config, |management| Ok(build(management)?))
+    }
+
+    fn build(
+        config: Config,
+        build: impl FnOnce(ManagementApi) -> Result<Api, Error>,
     ) -> Result<Self, Error> {
         config.validate()?;
         let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new());
@@ -82,6 +104,7 @@ impl Server {
         Ok(Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
+            functions: Functions::default(),
         })
     }
 
@@ -98,6 +121,13 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let gw = self.gateway;
+        if !self.functions.is_empty() {
+            let url = management_url(listener.local_addr()?, &gw.api_context.stage);
+            if let Err(error) = self.functions.start(&url).await {
+                self.functions.stop().await;
+                return Err(error.into());
+            }
+        }
         let router = http::router(gw.clone());
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
@@ -144,8 +174,62 @@ impl Server {
                 "drain deadline passed; abandoning the connections still open"
             );
         }
+        // After the drain: `$disconnect` may need the functions.
+        self.functions.stop().await;
         Ok(())
     }
+}
+
+/// The built-in API `app`.
+fn builtin_api(app: BuiltinApp, management: ManagementApi) -> Result<Api, ApiError> {
+    match app {
+        BuiltinApp::Chat => chat_api(management),
+        BuiltinApp::Echo => {
+            Api::new(SelectionExpression::default()).route(keys::DEFAULT, Arc::new(Echo), true)
+        }
+    }
+}
+
+/// The built-in chat as an API; the only place that names the chat's implementation.
+fn chat_api(management: ManagementApi) -> Result<Api, ApiError> {
+    Arc::new(ArticlesChat::new(management)).api()
+}
+
+/// A route's built-in integration: `echo`, or the chat's handler for `key` (one chat per
+/// server, shared by every route that names it; keys the chat lacks get its `$default`).
+fn builtin_integration(
+    name: BuiltinName,
+    key: &str,
+    management: &ManagementApi,
+    chat: &mut Option<Api>,
+) -> Result<Arc<dyn Integration>, Error> {
+    match name {
+        BuiltinName::Echo => Ok(Arc::new(Echo)),
+        BuiltinName::Chat => {
+            let chat = match chat {
+                Some(chat) => chat,
+                None => chat.insert(chat_api(management.clone())?),
+            };
+            let route = chat.get(key).or_else(|| chat.get(keys::DEFAULT));
+            route.map(|r| r.integration.clone()).ok_or_else(|| {
+                Error::Config(ConfigError::Invalid {
+                    key: format!("routes.{key:?}.integration.name"),
+                    reason: "the built-in chat has no handler for this route".into(),
+                })
+            })
+        }
+    }
+}
+
+/// The `@connections` endpoint as a process on this machine reaches it (handed to Lambda
+/// functions): a wildcard listen address becomes loopback.
+fn management_url(local: SocketAddr, stage: &str) -> String {
+    let ip = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}/{stage}", SocketAddr::new(ip, local.port()))
 }
 
 /// Reads the first request of a connection and hands it to the WebSocket handshake or to HTTP.
