@@ -276,6 +276,9 @@ async fn lifecycle_routes_run_in_lambda_and_processes_stop_with_the_server() {
     let mut server = TestServer::start(config).await;
     let refused = upgrade_request(server.addr, "/dev?status=403", &[]);
     assert_eq!(status_of(&raw_request(server.addr, &refused).await.0), 403);
+    // The function crashes on a status that is not a number: 502, and it is restarted.
+    let crashing = upgrade_request(server.addr, "/dev?status=oops", &[]);
+    assert_eq!(status_of(&raw_request(server.addr, &crashing).await.0), 502);
     let mut c = server.connect().await;
     let pid = pid(&mut c).await;
     c.send(r#"{"action":"env","keys":[]}"#).await;

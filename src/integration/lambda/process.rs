@@ -122,6 +122,7 @@ impl Exit {
             },
             Exit::Exited(status) => {
                 let how = match status.code() {
+                    Some(0) => "Runtime exited without providing a reason".to_owned(),
                     Some(code) => format!("Runtime exited with error: exit status {code}"),
                     None => format!("Runtime exited with error: {status}"),
                 };
@@ -243,16 +244,23 @@ impl Supervisor {
                 return Exit::Stopped;
             }
             _ = deadline_passed(&mut deadlines) => Exit::TimedOut,
-            _ = self.env.init_failed.notified() => Exit::InitError(
-                self.env.init_error.lock().expect("init error lock").clone().unwrap_or_else(|| {
-                    CallError::Function { error_type: "Runtime.Unknown".into(), message: String::new() }
-                }),
-            ),
+            error = self.init_failed() => Exit::InitError(error),
         };
         // Whatever happened, nothing of this process may survive it (a `bootstrap` script's
         // children included): they would keep polling the Runtime API.
         kill_group(&mut child).await;
         exit
+    }
+
+    /// Completes when the current process posts `/runtime/init/error`. A wake-up left over
+    /// from an earlier process finds no error (`begin` clears it) and is ignored.
+    async fn init_failed(&self) -> CallError {
+        loop {
+            self.env.init_failed.notified().await;
+            if let Some(error) = self.env.init_error.lock().expect("init error lock").take() {
+                return error;
+            }
+        }
     }
 
     /// Waits `delay`; meanwhile, if the function has no process past its init, fails waiting
