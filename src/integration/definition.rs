@@ -270,7 +270,7 @@ struct Builder<'a> {
     api_id: &'a str,
     client: Option<reqwest::Client>,
     functions: HashMap<String, Arc<LambdaFunction>>,
-    started: Functions,
+    to_start: Functions,
 }
 
 impl Builder<'_> {
@@ -406,7 +406,7 @@ impl Builder<'_> {
         let function = Arc::new(LambdaFunction::new(function));
         self.functions
             .insert(function.name().to_owned(), function.clone());
-        self.started.push(function.clone());
+        self.to_start.push(function.clone());
         Ok(Backend::Lambda(function))
     }
 
@@ -505,7 +505,7 @@ impl ApiDefinition {
             api_id,
             client: None,
             functions: HashMap::new(),
-            started: Functions::default(),
+            to_start: Functions::default(),
         };
         let mut routes = Vec::with_capacity(self.routes.len());
         for (key, route) in &self.routes {
@@ -549,7 +549,7 @@ impl ApiDefinition {
             selection,
             routes,
             authorizer,
-            functions: builder.started,
+            functions: builder.to_start,
         })
     }
 }
