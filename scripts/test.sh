@@ -13,6 +13,7 @@ fi
 
 # System packages the tests drive for real.
 apt_needed=()
+command -v curl >/dev/null || apt_needed+=(curl)   # the shell bootstrap example's runtime client
 command -v node >/dev/null || apt_needed+=(nodejs npm)
 command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
 command -v redis-server >/dev/null || apt_needed+=(redis-server)

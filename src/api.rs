@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::authorizer::Authorizer;
 use crate::event::Message;
 use crate::integration::Integration;
 use crate::metrics::RouteMetrics;
@@ -68,6 +69,7 @@ pub enum ApiError {
 pub struct Api {
     selection: SelectionExpression,
     routes: HashMap<Arc<str>, Arc<Route>>,
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 /// The outcome of route selection for one message.
@@ -85,7 +87,19 @@ impl Api {
         Api {
             selection,
             routes: HashMap::new(),
+            authorizer: None,
         }
+    }
+
+    /// Protects `$connect` with an authorizer.
+    pub fn with_authorizer(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// The `$connect` authorizer, if any.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.authorizer.as_deref()
     }
 
     /// Adds (or replaces) a route.

@@ -1,5 +1,9 @@
 //! Server configuration: the stage, the built-in app and the limits, from flags or a TOML file.
+//!
+//! The file may also define the API (`route_selection_expression`, `[routes."<key>"]`,
+//! `[authorizer]`): see [`crate::integration::definition`] and `docs/config.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,6 +11,7 @@ use serde::Deserialize;
 
 use crate::apps::chat::ChatConfig;
 use crate::cluster::ClusterConfig;
+use crate::integration::definition::{ApiDefinition, AuthorizerSpec, RouteSpec};
 use crate::sigv4::Credential;
 use crate::tls::TlsFiles;
 
@@ -161,6 +166,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Join a cluster of nodes sharing one Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Routes and authorizer from the API definition file; with no routes, `app` serves.
+    pub api: ApiDefinition,
 }
 
 impl Default for Config {
@@ -176,6 +183,7 @@ impl Default for Config {
             management_credentials: Vec::new(),
             tls: None,
             cluster: None,
+            api: ApiDefinition::default(),
         }
     }
 }
@@ -233,6 +241,17 @@ pub struct FileConfig {
     /// The built-in chat (`[chat]`); keys left out keep their defaults.
     #[serde(default)]
     pub chat: ChatConfig,
+    /// The region in ARNs and given to functions (`us-east-1` when not set).
+    pub region: Option<String>,
+    /// The account id in ARNs (`123456789012` when not set).
+    pub account_id: Option<String>,
+    /// The route selection expression (`$request.body.action` when not set).
+    pub route_selection_expression: Option<String>,
+    /// The routes; when there are any, they replace the built-in app.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteSpec>,
+    /// The `$connect` authorizer.
+    pub authorizer: Option<AuthorizerSpec>,
 }
 
 /// The `[cluster]` section.
@@ -363,6 +382,20 @@ impl FileConfig {
             },
             other => other,
         })
+    }
+
+    /// The API definition part of the file; relative paths in it are relative to `base_dir`
+    /// (the file's directory).
+    pub fn definition(&self, base_dir: &Path) -> ApiDefinition {
+        let defaults = ApiDefinition::default();
+        ApiDefinition {
+            route_selection_expression: self.route_selection_expression.clone(),
+            routes: self.routes.clone(),
+            authorizer: self.authorizer.clone(),
+            region: self.region.clone().unwrap_or(defaults.region),
+            account_id: self.account_id.clone().unwrap_or(defaults.account_id),
+            base_dir: base_dir.to_owned(),
+        }
     }
 
     /// Parses configuration text.

@@ -126,7 +126,7 @@ impl Message {
 }
 
 /// What differs between the three event types.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum EventKind<'a> {
     /// `$connect`: the handshake's headers and query.
     Connect {
@@ -158,7 +158,7 @@ pub enum EventKind<'a> {
 }
 
 /// One event for one integration call.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Event<'a> {
     /// The selected route key.
     pub route_key: &'a str,

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod authorizer;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -197,11 +197,22 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let base_dir = match args.config.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let api = file.definition(&base_dir);
+    // Relative certificate paths are relative to the configuration file, like every path in it.
+    let tls = file.tls.map(|t| switchboard::tls::TlsFiles {
+        cert: base_dir.join(t.cert),
+        key: base_dir.join(t.key),
+    });
     let mut config = Config {
         data_dir: args.data_dir.clone(),
         management_credentials: file.management.credentials()?,
-        tls: file.tls,
+        tls,
         cluster: file.cluster.as_ref().map(|c| c.to_config()).transpose()?,
+        api,
         limits: file.limits,
         chat: file.chat,
         ..Config::default()

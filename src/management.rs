@@ -242,7 +242,7 @@ fn with_request_id(mut response: Response) -> Response {
 }
 
 /// A random UUID, the form of AWS request ids on HTTP APIs.
-fn request_uuid() -> String {
+pub(crate) fn request_uuid() -> String {
     let b: [u8; 16] = rand::random();
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:x}{:02x}-{:x}{:x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",

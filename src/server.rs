@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{Api, ApiError};
-use crate::apps::chat::Chat;
+use crate::api::{Api, ApiError, keys};
 use crate::apps::chat::sqlite::SqliteStore;
-use crate::apps::chat::store::{ChatStore, StoreError};
+use crate::apps::chat::store::StoreError;
+use crate::apps::chat::{Chat, ChatConfig};
+use crate::cluster::ClusterConfig;
 use crate::cluster::chat::{ClusterPresence, RedisChatStore, connect_chat};
 use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
@@ -24,10 +26,15 @@ use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
 use crate::http::{self, ConnInfo, Prefixed};
+use crate::integration::Integration;
+use crate::integration::definition::BuiltinName;
 use crate::integration::echo::Echo;
+use crate::integration::lambda::Functions;
+use crate::integration::lambda::process::ManagementEndpoint;
 use crate::limits::{Admission, Admitted, Refusal};
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
+use crate::sigv4::Credential;
 use crate::tls::{TlsError, TlsFiles};
 
 /// Why the server could not start or run.
@@ -58,9 +65,13 @@ pub struct Server {
     gateway: Arc<Gateway>,
     drain_timeout: Duration,
     tls: Option<TlsAcceptor>,
+    /// The management API's key pairs; functions sign with the first.
+    management_credentials: Vec<Credential>,
     cluster: Option<Arc<ClusterRegistry>>,
     /// The built-in chat, closed after the connections have drained.
     chat: Option<Arc<Chat>>,
+    /// The API's Lambda functions, started by `serve` and stopped after the drain.
+    functions: Functions,
 }
 
 impl std::fmt::Debug for Server {
@@ -70,61 +81,51 @@ impl std::fmt::Debug for Server {
             .field("tls", &self.tls.is_some())
             .field("cluster", &self.cluster)
             .field("chat", &self.chat.is_some())
+            .field("functions", &!self.functions.is_empty())
             .finish()
     }
 }
 
 impl Server {
-    /// Builds the gateway with the configured built-in API.
+    /// Builds the gateway: the routes of the API definition (`config.api`), or else the
+    /// configured built-in API, protected by the definition's authorizer if it has one.
+    /// Lambda functions start with [`serve`](Self::serve).
     pub fn new(config: Config) -> Result<Self, Error> {
-        match config.app {
-            BuiltinApp::Chat => {
-                config.validate()?;
-                let chat_config = config.chat.clone();
-                let retention = chat_config.retention();
-                // On one node the history is in SQLite; in a cluster, in the shared Redis.
-                let cluster = config.cluster.clone();
-                let store: Box<dyn ChatStore> = match &cluster {
-                    Some(c) => Box::new(RedisChatStore::open(
-                        &c.redis_url,
-                        &c.key_prefix,
-                        retention,
-                    )?),
-                    None => Box::new(SqliteStore::open(
-                        &config.data_dir,
-                        retention,
-                        config.chat.synchronous,
-                    )?),
-                };
-                let mut chat = None;
-                let mut server = Self::with_api(config, |management| {
-                    let app = match &cluster {
-                        Some(c) => {
-                            let presence = ClusterPresence::new(
-                                &c.redis_url,
-                                &c.key_prefix,
-                                &c.node_id,
-                                management.clone(),
-                            )
-                            .map_err(|e| ApiError::Backend(e.to_string()))?;
-                            Chat::start_with(store, Arc::new(presence), chat_config, management)
-                        }
-                        None => Chat::start(store, chat_config, management),
-                    };
-                    chat = Some(app.clone());
-                    app.api()
-                })?;
-                server.chat = chat;
-                Ok(server)
+        let app = config.app;
+        let prepared = config.api.prepare(&config.api_id)?;
+        let functions = prepared.functions().clone();
+        let options = ChatOptions {
+            chat: config.chat.clone(),
+            data_dir: config.data_dir.clone(),
+            cluster: config.cluster.clone(),
+        };
+        let mut chat: Option<Arc<Chat>> = None;
+        let mut server = Self::build(config, |management| {
+            // The chat starts (and opens its storage) only if something uses it.
+            let mut start_chat = || -> Result<Arc<Chat>, Error> {
+                if let Some(chat) = &chat {
+                    return Ok(chat.clone());
+                }
+                let started = options.start(management.clone())?;
+                chat = Some(started.clone());
+                Ok(started)
+            };
+            if prepared.has_routes() {
+                return prepared
+                    .into_api(|name, key| builtin_integration(name, key, &mut start_chat));
             }
-            BuiltinApp::Echo => Self::with_api(config, |_| {
-                Api::new(SelectionExpression::default()).route(
-                    crate::api::keys::DEFAULT,
-                    Arc::new(Echo),
-                    true,
-                )
-            }),
-        }
+            let api = match app {
+                BuiltinApp::Chat => start_chat()?.api()?,
+                BuiltinApp::Echo => echo_api()?,
+            };
+            Ok(match prepared.authorizer() {
+                Some(authorizer) => api.with_authorizer(authorizer),
+                None => api,
+            })
+        })?;
+        server.functions = functions;
+        server.chat = chat;
+        Ok(server)
     }
 
     /// Builds the gateway with an API of the caller's: `build` gets the management interface
@@ -132,6 +133,13 @@ impl Server {
     pub fn with_api(
         config: Config,
         build: impl FnOnce(ManagementApi) -> Result<Api, ApiError>,
+    ) -> Result<Self, Error> {
+        Self::build(config, |management| Ok(build(management)?))
+    }
+
+    fn build(
+        config: Config,
+        build: impl FnOnce(ManagementApi) -> Result<Api, Error>,
     ) -> Result<Self, Error> {
         config.validate()?;
         let cluster = config
@@ -162,8 +170,10 @@ impl Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
             tls,
+            management_credentials: config.management_credentials.clone(),
             cluster,
             chat: None,
+            functions: Functions::default(),
         })
     }
 
@@ -180,6 +190,20 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let gw = self.gateway;
+        if !self.functions.is_empty() {
+            let management = ManagementEndpoint {
+                url: management_url(
+                    listener.local_addr()?,
+                    &gw.api_context.stage,
+                    self.tls.is_some(),
+                ),
+                credential: self.management_credentials.first().cloned(),
+            };
+            if let Err(error) = self.functions.start(management).await {
+                self.functions.stop().await;
+                return Err(error.into());
+            }
+        }
         let router = http::router(gw.clone());
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
@@ -258,6 +282,8 @@ impl Server {
                 "drain deadline passed; abandoning the connections still open"
             );
         }
+        // After the drain: `$disconnect` may need the functions.
+        self.functions.stop().await;
         if let Some(chat) = &self.chat {
             chat.close().await;
         }
@@ -323,6 +349,92 @@ async fn refuse(
 
 /// A connection's places in the global and per-address counts, held while it is open.
 type Places = (OwnedSemaphorePermit, Admitted);
+/// The built-in echo API: a two-way `$default` that sends every message back.
+fn echo_api() -> Result<Api, ApiError> {
+    Api::new(SelectionExpression::default()).route(keys::DEFAULT, Arc::new(Echo), true)
+}
+
+/// How the built-in chat is set up: history in SQLite on one node, in Redis in a cluster.
+struct ChatOptions {
+    chat: ChatConfig,
+    data_dir: PathBuf,
+    cluster: Option<ClusterConfig>,
+}
+
+impl ChatOptions {
+    fn start(&self, management: ManagementApi) -> Result<Arc<Chat>, Error> {
+        let retention = self.chat.retention();
+        Ok(match &self.cluster {
+            Some(c) => {
+                let store = RedisChatStore::open(&c.redis_url, &c.key_prefix, retention)?;
+                let presence = ClusterPresence::new(
+                    &c.redis_url,
+                    &c.key_prefix,
+                    &c.node_id,
+                    management.clone(),
+                )?;
+                Chat::start_with(
+                    Box::new(store),
+                    Arc::new(presence),
+                    self.chat.clone(),
+                    management,
+                )
+            }
+            None => {
+                let store = SqliteStore::open(&self.data_dir, retention, self.chat.synchronous)?;
+                Chat::start(Box::new(store), self.chat.clone(), management)
+            }
+        })
+    }
+}
+
+/// A route's built-in integration: `echo`, or the chat (one per server, shared by every
+/// route that names it). The chat answers route keys it does not know like its `$default`.
+fn builtin_integration(
+    name: BuiltinName,
+    key: &str,
+    start_chat: &mut dyn FnMut() -> Result<Arc<Chat>, Error>,
+) -> Result<Arc<dyn Integration>, Error> {
+    match name {
+        BuiltinName::Echo => Ok(Arc::new(Echo)),
+        BuiltinName::Chat => {
+            let chat = start_chat()?;
+            if chat.api()?.get(key).is_some() {
+                Ok(chat)
+            } else {
+                Ok(Arc::new(AsDefault(chat)))
+            }
+        }
+    }
+}
+
+/// Hands an integration its events as if they came through `$default`.
+struct AsDefault(Arc<Chat>);
+
+impl Integration for AsDefault {
+    fn invoke(&self, event: &crate::event::Event<'_>) -> crate::integration::Invocation {
+        self.0.invoke(&crate::event::Event {
+            route_key: keys::DEFAULT,
+            ..*event
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// The `@connections` endpoint as a process on this machine reaches it (handed to Lambda
+/// functions): a wildcard listen address becomes loopback.
+fn management_url(local: SocketAddr, stage: &str, tls: bool) -> String {
+    let ip = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}/{stage}", SocketAddr::new(ip, local.port()))
+}
 
 /// Reads the first request of a connection and hands it to the WebSocket handshake or to HTTP.
 async fn handle_socket(

@@ -239,7 +239,7 @@ pub async fn accept(
         .header("host")
         .map(str::to_owned)
         .unwrap_or_else(|| format!("localhost:{local_port}"));
-    let context = ConnectionContext {
+    let mut context = ConnectionContext {
         connection_id,
         connected_at_ms: now,
         source_ip: peer.ip().to_canonical(),
@@ -247,10 +247,33 @@ pub async fn accept(
         domain_name: domain_name.into_boxed_str(),
         authorizer: None,
     };
+    let trace_id = new_trace_id(now);
+
+    if let Some(authorizer) = gw.api.authorizer() {
+        let event = Event {
+            route_key: keys::CONNECT,
+            request_id: Id::random(),
+            request_time_ms: now,
+            api: &gw.api_context,
+            connection: &context,
+            kind: EventKind::Connect {
+                request: head,
+                port: local_port,
+                proto,
+                trace_id: &trace_id,
+            },
+        };
+        match authorizer.authorize(&event).await {
+            Ok(allowed) => context.authorizer = Some(Box::new(allowed)),
+            Err(denied) => {
+                tracing::info!(connection_id = %connection_id, reason = %denied, "the authorizer refused the connection");
+                return Err(Rejection::new(denied.status(), denied.message()));
+            }
+        }
+    }
 
     let mut protocol = None;
     if let Some(route) = gw.api.get(keys::CONNECT) {
-        let trace_id = new_trace_id(now);
         let event = Event {
             route_key: keys::CONNECT,
             request_id: Id::random(),

@@ -343,7 +343,11 @@ pub async fn spawn_binary(
     tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
 ) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    // Only the switchboard crate's tests build the binary; other crates share this module.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_switchboard") else {
+        panic!("spawn_binary is for the switchboard crate's tests");
+    };
+    let mut child = tokio::process::Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)

@@ -1,0 +1,294 @@
+//! Lambda functions run by switchboard: the AWS Lambda Runtime API, served locally.
+//!
+//! A function is a command (a custom-runtime `bootstrap`, a Rust `lambda_runtime` binary, a Go
+//! `aws-lambda-go` binary, a script) that polls the Runtime API for invocations, as it does on
+//! AWS. Each function runs `concurrency` processes, its *environments*; each environment has its
+//! own Runtime API on a loopback port (`AWS_LAMBDA_RUNTIME_API`) and handles one invocation at
+//! a time.
+//!
+//! - [`LambdaFunction::call`] puts an invocation in the function's queue; the next environment
+//!   that asks for one (`GET /2018-06-01/runtime/invocation/next`) gets it.
+//! - The queue is bounded (`queue_size`): when it is full, the call fails at once (API Gateway
+//!   answers a throttled Lambda with an error too: the `Internal server error` frame on message
+//!   routes, 502 on `$connect`).
+//! - Every invocation has a deadline (the integration timeout, queueing included). A process
+//!   still busy with an invocation at its deadline is killed and restarted, as Lambda resets an
+//!   environment after a timeout; the call fails with [`CallError::Timeout`].
+//! - A process that exits fails the invocation it was handling (`Runtime.ExitError`) and is
+//!   started again after a back-off (see [`process`]).
+//!
+//! [`runtime_api`] serves the Runtime API; [`process`] runs and supervises the processes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::integration::CallError;
+
+pub mod process;
+pub mod runtime_api;
+
+/// Everything needed to run one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The function name (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub name: String,
+    /// The program and its arguments; the program is an absolute path or a name on `PATH`.
+    pub command: Vec<String>,
+    /// Extra environment variables; they win over the ones switchboard sets.
+    pub env: BTreeMap<String, String>,
+    /// `_HANDLER`.
+    pub handler: String,
+    /// The working directory and `LAMBDA_TASK_ROOT`.
+    pub task_root: PathBuf,
+    /// Processes run at once, each handling one invocation at a time.
+    pub concurrency: usize,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB (informative: nothing enforces it).
+    pub memory_size_mb: u32,
+    /// How long an invocation may take, queueing included.
+    pub timeout: Duration,
+    /// Invocations that may wait for a free process; beyond, calls fail at once.
+    pub queue_size: usize,
+    /// `AWS_REGION` and the region in the function's ARN.
+    pub region: String,
+    /// The account id in the function's ARN.
+    pub account_id: String,
+}
+
+impl FunctionSpec {
+    /// The function's ARN (`Lambda-Runtime-Invoked-Function-Arn`).
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{}",
+            self.region, self.account_id, self.name
+        )
+    }
+}
+
+/// One invocation waiting in a function's queue.
+struct Job {
+    /// The Lambda request id (a UUID).
+    request_id: String,
+    payload: Bytes,
+    deadline: tokio::time::Instant,
+    /// The deadline as epoch milliseconds (`Lambda-Runtime-Deadline-Ms`).
+    deadline_ms: i64,
+    trace_id: String,
+    reply: oneshot::Sender<Result<Bytes, CallError>>,
+}
+
+/// A function: its specification and its invocation queue.
+pub struct LambdaFunction {
+    spec: FunctionSpec,
+    queue: mpsc::Sender<Job>,
+    /// The receiving end, shared by the function's environments.
+    jobs: tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    /// Environments whose process has asked for an invocation and is still running.
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for LambdaFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaFunction")
+            .field("name", &self.spec.name)
+            .field("command", &self.spec.command)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LambdaFunction {
+    /// A function that is not running yet: calls wait in its queue until [`Functions::start`].
+    pub fn new(spec: FunctionSpec) -> Self {
+        let (queue, jobs) = mpsc::channel(spec.queue_size.max(1));
+        LambdaFunction {
+            spec,
+            queue,
+            jobs: tokio::sync::Mutex::new(jobs),
+            live: Default::default(),
+        }
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The function's specification.
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.spec
+    }
+
+    /// Invokes the function with `payload`; the future resolves to the function's result.
+    ///
+    /// Fails at once when the queue is full; fails with [`CallError::Timeout`] at the deadline;
+    /// a function error is [`CallError::Function`].
+    pub fn call(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Bytes, CallError>> + Send + 'static {
+        let deadline = tokio::time::Instant::now() + self.spec.timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request_id: crate::management::request_uuid(),
+            payload: Bytes::from(payload),
+            deadline,
+            deadline_ms: crate::time::now_ms() + self.spec.timeout.as_millis() as i64,
+            trace_id: trace_id(),
+            reply,
+        };
+        let queued = match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Failed(format!(
+                "function {}: {} invocations are already waiting; try again later",
+                self.spec.name, self.spec.queue_size
+            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::Failed(format!(
+                "function {} has stopped",
+                self.spec.name
+            ))),
+        };
+        let name = self.spec.name.clone();
+        async move {
+            queued?;
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(CallError::Failed(format!("function {name} has stopped"))),
+                Err(_) => Err(CallError::Timeout),
+            }
+        }
+    }
+}
+
+/// Every function of a server, started and stopped together.
+#[derive(Debug, Default, Clone)]
+pub struct Functions {
+    list: Vec<Arc<LambdaFunction>>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Functions {
+    /// Adds a function (before [`start`](Self::start)).
+    pub fn push(&mut self, function: Arc<LambdaFunction>) {
+        self.list.push(function);
+    }
+
+    /// How many functions there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are no functions.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Starts every function's environments. `management` is the `@connections` endpoint the
+    /// functions are given (`AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`) and the key pair they
+    /// sign with.
+    pub async fn start(&self, management: process::ManagementEndpoint) -> std::io::Result<()> {
+        let management = Arc::new(management);
+        for function in &self.list {
+            for index in 0..function.spec.concurrency {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let runtime_api = listener.local_addr()?.to_string();
+                let env = Arc::new(runtime_api::Environment::new(function.clone(), index));
+                let router = runtime_api::router(env.clone());
+                let stop = self.stop.clone();
+                self.tracker.spawn(async move {
+                    let serve = axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned());
+                    if let Err(error) = serve.await {
+                        tracing::error!(%error, "the Runtime API server failed");
+                    }
+                });
+                let supervisor = process::Supervisor {
+                    env,
+                    runtime_api,
+                    management: management.clone(),
+                    stop: self.stop.clone(),
+                    tracker: self.tracker.clone(),
+                };
+                self.tracker.spawn(supervisor.run());
+            }
+            tracing::info!(
+                function = %function.spec.name,
+                processes = function.spec.concurrency,
+                "function started"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL after a grace period) and waits for them.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// An X-Ray trace header as Lambda passes it (`Lambda-Runtime-Trace-Id`).
+fn trace_id() -> String {
+    let root = crate::event::new_trace_id(crate::time::now_ms());
+    let parent: [u8; 8] = rand::random();
+    format!("{root};Parent={};Sampled=0", hex(&parent))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(queue_size: usize) -> FunctionSpec {
+        FunctionSpec {
+            name: "f".into(),
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            handler: "h".into(),
+            task_root: PathBuf::from("/"),
+            concurrency: 1,
+            memory_size_mb: 128,
+            timeout: Duration::from_secs(5),
+            queue_size,
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        }
+    }
+
+    #[test]
+    fn ids_look_like_lambdas() {
+        assert!(trace_id().starts_with("Root=1-"));
+        assert_eq!(
+            spec(1).arn(),
+            "arn:aws:lambda:us-east-1:123456789012:function:f"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_fails_at_once() {
+        let f = LambdaFunction::new(spec(2));
+        let _waiting = [f.call(b"1".to_vec()), f.call(b"2".to_vec())];
+        let third = f.call(b"3".to_vec()).await.unwrap_err();
+        assert!(
+            third
+                .to_string()
+                .contains("2 invocations are already waiting"),
+            "{third}"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Running a function's processes: the environment, log forwarding, restarts.
+//!
+//! Each environment's [`Supervisor`] starts the command in its own process group with Lambda's
+//! environment variables, forwards its output to the log, and waits for one of:
+//! - the process exits: the invocation it was handling fails with `Runtime.ExitError`, and the
+//!   process is started again after a back-off (100 ms, doubling up to 10 s; back to 100 ms once
+//!   a process has answered an invocation);
+//! - the current invocation's deadline passes: the process is killed and started again at once;
+//! - the runtime posts `/runtime/init/error`: the process is killed, and restarted after the
+//!   back-off;
+//! - the server stops: SIGTERM, then SIGKILL after 500 ms.
+//!
+//! While a function has no process that got through its init (a command that does not exist,
+//! a runtime that crashes on start), invocations fail at once with the start-up error instead
+//! of waiting for their deadline.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::FunctionSpec;
+use super::runtime_api::{Environment, exit_error};
+use crate::integration::CallError;
+
+/// Dummy credentials given to functions, so that SDKs sign their calls (the management API
+/// accepts any signature from loopback). `env` can set real ones.
+pub const ACCESS_KEY_ID: &str = "AKIASWITCHBOARDLOCAL";
+/// See [`ACCESS_KEY_ID`].
+pub const SECRET_ACCESS_KEY: &str = "switchboard-local-secret-access-key";
+
+/// The switchboard-specific variable holding the `@connections` endpoint
+/// (`http://127.0.0.1:8080/dev`).
+pub const MANAGEMENT_URL_VAR: &str = "SWITCHBOARD_MANAGEMENT_URL";
+
+/// Longest output line forwarded as one log record; longer lines are split.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// How functions reach the `@connections` API.
+#[derive(Debug, Clone, Default)]
+pub struct ManagementEndpoint {
+    /// The endpoint URL (`http(s)://127.0.0.1:PORT/{stage}`).
+    pub url: String,
+    /// The key pair functions sign with, when the management API requires signatures.
+    pub credential: Option<crate::sigv4::Credential>,
+}
+
+/// The environment variables a function's process gets, as on Lambda.
+pub fn environment(
+    spec: &FunctionSpec,
+    runtime_api: &str,
+    management: &ManagementEndpoint,
+) -> Vec<(String, String)> {
+    let management_url = management.url.as_str();
+    // Functions sign their `@connections` calls with a configured key pair when the
+    // management API requires one; otherwise any credentials do.
+    let (key_id, secret) = match &management.credential {
+        Some(c) => (c.access_key_id.clone(), c.secret_access_key.clone()),
+        None => (ACCESS_KEY_ID.to_owned(), SECRET_ACCESS_KEY.to_owned()),
+    };
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let stream = format!(
+        "{}/[$LATEST]{}",
+        chrono::Utc::now().format("%Y/%m/%d"),
+        super::hex(&rand::random::<[u8; 16]>())
+    );
+    let task_root = spec.task_root.display().to_string();
+    let mut vars: Vec<(String, String)> = [
+        ("PATH", path),
+        ("TZ", ":UTC".into()),
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.into()),
+        ("AWS_LAMBDA_FUNCTION_NAME", spec.name.clone()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            spec.memory_size_mb.to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", spec.name),
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
+        ("AWS_REGION", spec.region.clone()),
+        ("AWS_DEFAULT_REGION", spec.region.clone()),
+        ("_HANDLER", spec.handler.clone()),
+        ("LAMBDA_TASK_ROOT", task_root.clone()),
+        ("LAMBDA_RUNTIME_DIR", task_root),
+        ("AWS_ACCESS_KEY_ID", key_id),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", "switchboard-local-session".into()),
+        (
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI",
+            management_url.into(),
+        ),
+        (MANAGEMENT_URL_VAR, management_url.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in &spec.env {
+        vars.retain(|(existing, _)| existing != k);
+        vars.push((k.clone(), v.clone()));
+    }
+    vars
+}
+
+/// How a process ended.
+enum Exit {
+    /// It could not be started.
+    SpawnFailed(String),
+    /// It exited by itself.
+    Exited(ExitStatus),
+    /// It was killed at its invocation's deadline.
+    TimedOut,
+    /// It reported an init error and was killed.
+    InitError(CallError),
+    /// The server is stopping.
+    Stopped,
+}
+
+impl Exit {
+    /// The error an invocation handled by the process gets, as Lambda reports it.
+    fn error(&self, function: &str, request_id: &str) -> CallError {
+        match self {
+            Exit::SpawnFailed(why) => CallError::Function {
+                error_type: "Runtime.InvalidEntrypoint".into(),
+                message: why.clone(),
+            },
+            Exit::Exited(status) => {
+                let how = match status.code() {
+                    Some(0) => "Runtime exited without providing a reason".to_owned(),
+                    Some(code) => format!("Runtime exited with error: exit status {code}"),
+                    None => format!("Runtime exited with error: {status}"),
+                };
+                exit_error(request_id, &how)
+            }
+            Exit::TimedOut => CallError::Timeout,
+            Exit::InitError(error) => error.clone(),
+            Exit::Stopped => CallError::Failed(format!("function {function} has stopped")),
+        }
+    }
+}
+
+/// Runs one environment's processes until the server stops.
+#[derive(Debug)]
+pub struct Supervisor {
+    /// The environment.
+    pub env: Arc<Environment>,
+    /// Its Runtime API address (`127.0.0.1:port`).
+    pub runtime_api: String,
+    /// The `@connections` endpoint.
+    pub management: Arc<ManagementEndpoint>,
+    /// Cancelled when the server stops.
+    pub stop: CancellationToken,
+    /// Tracks the log forwarders.
+    pub tracker: TaskTracker,
+}
+
+impl Supervisor {
+    /// Starts, watches and restarts the process until `stop` is cancelled.
+    pub async fn run(self) {
+        let spec = &self.env.function.spec;
+        let mut failures: u32 = 0;
+        loop {
+            self.env.begin(&self.stop);
+            let exit = match self.spawn() {
+                Ok(child) => self.watch(child).await,
+                Err(error) => Exit::SpawnFailed(error),
+            };
+            let polled = self.env.polled.load(Ordering::SeqCst);
+            let answered = self.env.answered.load(Ordering::SeqCst);
+            let failed = self.env.end(|id| exit.error(&spec.name, id));
+            match exit {
+                Exit::Stopped => return,
+                Exit::TimedOut => {
+                    tracing::warn!(
+                        function = %spec.name,
+                        process = self.env.index,
+                        request_id = failed.as_deref().unwrap_or("-"),
+                        "task timed out after {:?}; restarting the process",
+                        spec.timeout
+                    );
+                    failures = 0;
+                    continue;
+                }
+                _ => {}
+            }
+            failures = if answered {
+                1
+            } else {
+                failures.saturating_add(1)
+            };
+            let delay = backoff(failures);
+            tracing::warn!(
+                function = %spec.name,
+                process = self.env.index,
+                request_id = failed.as_deref().unwrap_or("-"),
+                error = %exit.error(&spec.name, failed.as_deref().unwrap_or("-")),
+                ?delay,
+                "function process ended; restarting"
+            );
+            let fail_waiting = (!polled).then_some(&exit);
+            if !self.back_off(delay, fail_waiting).await {
+                return;
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<Child, String> {
+        let spec = &self.env.function.spec;
+        let (program, args) = spec
+            .command
+            .split_first()
+            .ok_or_else(|| "the command is empty".to_owned())?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(environment(spec, &self.runtime_api, &self.management))
+            .current_dir(&spec.task_root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        if let Some(out) = child.stdout.take() {
+            self.tracker.spawn(forward(out, name.clone(), "stdout"));
+        }
+        if let Some(err) = child.stderr.take() {
+            self.tracker.spawn(forward(err, name, "stderr"));
+        }
+        tracing::debug!(function = %spec.name, process = self.env.index, pid = child.id(), "process started");
+        Ok(child)
+    }
+
+    async fn watch(&self, mut child: Child) -> Exit {
+        let mut deadlines = self.env.deadlines();
+        let exit = tokio::select! {
+            status = child.wait() => match status {
+                Ok(status) => Exit::Exited(status),
+                Err(error) => Exit::SpawnFailed(format!("cannot wait for the process: {error}")),
+            },
+            _ = self.stop.cancelled() => {
+                terminate(&mut child).await;
+                return Exit::Stopped;
+            }
+            _ = deadline_passed(&mut deadlines) => Exit::TimedOut,
+            error = self.init_failed() => Exit::InitError(error),
+        };
+        // Whatever happened, nothing of this process may survive it (a `bootstrap` script's
+        // children included): they would keep polling the Runtime API.
+        kill_group(&mut child).await;
+        exit
+    }
+
+    /// Completes when the current process posts `/runtime/init/error`. A wake-up left over
+    /// from an earlier process finds no error (`begin` clears it) and is ignored.
+    async fn init_failed(&self) -> CallError {
+        loop {
+            self.env.init_failed.notified().await;
+            if let Some(error) = self.env.init_error.lock().expect("init error lock").take() {
+                return error;
+            }
+        }
+    }
+
+    /// Waits `delay`; meanwhile, if the function has no process past its init, fails waiting
+    /// invocations with the error `init_failure` ended with. Returns `false` when the server is
+    /// stopping.
+    async fn back_off(&self, delay: Duration, init_failure: Option<&Exit>) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let function = &self.env.function;
+        loop {
+            let fail_waiting = init_failure.is_some() && function.live.load(Ordering::SeqCst) == 0;
+            tokio::select! {
+                _ = &mut sleep => return true,
+                _ = self.stop.cancelled() => return false,
+                job = async { function.jobs.lock().await.recv().await }, if fail_waiting => {
+                    if let (Some(job), Some(exit)) = (job, init_failure) {
+                        let error = exit.error(&function.spec.name, &job.request_id);
+                        let _ = job.reply.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The back-off before restart number `failures` (1-based).
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(10);
+    (FIRST_BACKOFF * factor).min(MAX_BACKOFF)
+}
+
+/// Completes when the current invocation's deadline passes.
+async fn deadline_passed(
+    deadlines: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+) {
+    loop {
+        let deadline = *deadlines.borrow_and_update();
+        match deadline {
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => return,
+                changed = deadlines.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            },
+            None => {
+                if deadlines.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to the process group, SIGKILL after a grace period.
+async fn terminate(child: &mut Child) {
+    signal_group(child, Signal::Term);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        kill_group(child).await;
+    } else {
+        signal_group(child, Signal::Kill);
+    }
+}
+
+/// SIGKILL to the process group; waits for the process.
+async fn kill_group(child: &mut Child) {
+    signal_group(child, Signal::Kill);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+enum Signal {
+    Term,
+    Kill,
+}
+
+#[cfg(unix)]
+fn signal_group(child: &Child, signal: Signal) {
+    use nix::sys::signal::{Signal as S, killpg};
+    use nix::unistd::Pid;
+    // The group id is the child's pid (`process_group(0)`); it outlives the child as long as
+    // a member does.
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let signal = match signal {
+            Signal::Term => S::SIGTERM,
+            Signal::Kill => S::SIGKILL,
+        };
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_group(_child: &Child, _signal: Signal) {}
+
+/// Forwards a process's output to the log, one record per line.
+async fn forward(stream: impl AsyncRead + Unpin, function: Arc<str>, name: &'static str) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        let (done, used) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => {
+                emit(&function, name, &line);
+                return;
+            }
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&buf[..i]);
+                    (true, i + 1)
+                }
+                None => {
+                    let take = buf.len().min(MAX_LOG_LINE - line.len());
+                    line.extend_from_slice(&buf[..take]);
+                    (line.len() >= MAX_LOG_LINE, take)
+                }
+            },
+        };
+        reader.consume(used);
+        if done {
+            emit(&function, name, &line);
+            line.clear();
+        }
+    }
+}
+
+fn emit(function: &str, stream: &str, line: &[u8]) {
+    if line.is_empty() {
+        return;
+    }
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    tracing::info!(target: "switchboard::function", function, stream, "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,396 @@
+//! The AWS Lambda Runtime API (`2018-06-01`) for one environment.
+//!
+//! - `GET  /2018-06-01/runtime/invocation/next`: waits for the next invocation; the event is
+//!   the body, with `Lambda-Runtime-Aws-Request-Id`, `Lambda-Runtime-Deadline-Ms`,
+//!   `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id`.
+//! - `POST /2018-06-01/runtime/invocation/{id}/response`: the result (at most 6 MB).
+//! - `POST /2018-06-01/runtime/invocation/{id}/error`: a function error,
+//!   `{"errorMessage", "errorType"}`, or the `Lambda-Runtime-Function-Error-Type` header.
+//! - `POST /2018-06-01/runtime/init/error`: the runtime could not start; the process is killed
+//!   and started again.
+//!
+//! Answers are Lambda's: 202 `{"status":"OK"}`; 400 `InvalidRequestID` for an id that is not
+//! the environment's current invocation; 413 `RequestEntityTooLarge`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Job, LambdaFunction};
+use crate::integration::CallError;
+
+/// Largest response or error a function may post, as on Lambda (6 MB).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+
+/// The invocation an environment's process is handling.
+struct Current {
+    request_id: String,
+    reply: tokio::sync::oneshot::Sender<Result<bytes::Bytes, CallError>>,
+}
+
+struct Slot {
+    /// Bumped each time a process ends: a stale `next` cannot hand out work for a process that
+    /// is gone.
+    generation: u64,
+    current: Option<Current>,
+    /// Cancelled when the current process ends.
+    token: CancellationToken,
+}
+
+/// One environment: what its Runtime API and its supervisor share.
+pub struct Environment {
+    pub(super) function: Arc<LambdaFunction>,
+    pub(super) index: usize,
+    slot: Mutex<Slot>,
+    /// The current invocation's deadline, watched by the supervisor.
+    deadline: watch::Sender<Option<tokio::time::Instant>>,
+    /// Whether the current process asked for an invocation (it got through its init).
+    pub(super) polled: AtomicBool,
+    /// Whether the current process answered an invocation (response or function error).
+    pub(super) answered: AtomicBool,
+    /// Set by `POST /runtime/init/error`.
+    pub(super) init_error: Mutex<Option<CallError>>,
+    pub(super) init_failed: Notify,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("function", &self.function.spec.name)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Environment {
+    /// Environment `index` of `function`.
+    pub fn new(function: Arc<LambdaFunction>, index: usize) -> Self {
+        Environment {
+            function,
+            index,
+            slot: Mutex::new(Slot {
+                generation: 0,
+                current: None,
+                token: CancellationToken::new(),
+            }),
+            deadline: watch::Sender::new(None),
+            polled: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+            init_error: Mutex::new(None),
+            init_failed: Notify::new(),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().expect("environment lock")
+    }
+
+    /// Starts a new process generation; the token is cancelled when it ends.
+    pub(super) fn begin(&self, stop: &CancellationToken) -> CancellationToken {
+        let token = stop.child_token();
+        self.slot().token = token.clone();
+        self.polled.store(false, Ordering::SeqCst);
+        self.answered.store(false, Ordering::SeqCst);
+        *self.init_error.lock().expect("init error lock") = None;
+        token
+    }
+
+    /// Ends the current generation: its `next` calls stop waiting, and the invocation it was
+    /// handling (if any) fails with `error(request_id)`. Returns the failed invocation's id.
+    pub(super) fn end(&self, error: impl FnOnce(&str) -> CallError) -> Option<String> {
+        let current = {
+            let mut slot = self.slot();
+            slot.generation += 1;
+            slot.token.cancel();
+            slot.current.take()
+        };
+        self.deadline.send_replace(None);
+        if self.polled.swap(false, Ordering::SeqCst) {
+            self.function.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        current.map(|c| {
+            let _ = c.reply.send(Err(error(&c.request_id)));
+            c.request_id
+        })
+    }
+
+    /// The current invocation's deadline changes.
+    pub(super) fn deadlines(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.deadline.subscribe()
+    }
+
+    /// Makes `job` the current invocation, unless its process has ended meanwhile.
+    fn hand_out(&self, job: Job, generation: u64) -> Option<Bytes> {
+        let mut slot = self.slot();
+        if slot.generation != generation {
+            drop(slot);
+            let _ = job
+                .reply
+                .send(Err(exit_error(&job.request_id, "the runtime exited")));
+            return None;
+        }
+        slot.current = Some(Current {
+            request_id: job.request_id,
+            reply: job.reply,
+        });
+        self.deadline.send_replace(Some(job.deadline));
+        Some(job.payload)
+    }
+
+    /// Takes the current invocation if its id is `id`.
+    fn take(&self, id: &str) -> Option<Current> {
+        let mut slot = self.slot();
+        if slot.current.as_ref().is_some_and(|c| c.request_id == id) {
+            self.deadline.send_replace(None);
+            slot.current.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// The error Lambda reports for an invocation whose runtime process exited.
+pub(super) fn exit_error(request_id: &str, how: &str) -> CallError {
+    CallError::Function {
+        error_type: "Runtime.ExitError".into(),
+        message: format!("RequestId: {request_id} Error: {how}"),
+    }
+}
+
+/// The Runtime API of one environment.
+pub fn router(env: Arc<Environment>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(env)
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        r#"{"status":"OK"}"#,
+    )
+        .into_response()
+}
+
+fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn next(State(env): State<Arc<Environment>>) -> Response {
+    let (generation, token, abandoned) = {
+        let mut slot = env.slot();
+        (slot.generation, slot.token.clone(), slot.current.take())
+    };
+    if let Some(abandoned) = abandoned {
+        env.deadline.send_replace(None);
+        let _ = abandoned.reply.send(Err(CallError::Failed(format!(
+            "the runtime asked for the next invocation without answering {}",
+            abandoned.request_id
+        ))));
+    }
+    if !env.polled.swap(true, Ordering::SeqCst) {
+        env.function.live.fetch_add(1, Ordering::SeqCst);
+    }
+    let stopped = || {
+        lambda_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.Stopped",
+            "the environment is shutting down",
+        )
+    };
+    let job = loop {
+        let received = {
+            let mut jobs = tokio::select! {
+                jobs = env.function.jobs.lock() => jobs,
+                _ = token.cancelled() => return stopped(),
+            };
+            tokio::select! {
+                job = jobs.recv() => job,
+                _ = token.cancelled() => return stopped(),
+            }
+        };
+        let Some(job) = received else {
+            return stopped();
+        };
+        // The caller gave up (timed out, or its connection closed) while the job waited.
+        if job.reply.is_closed() || job.deadline <= tokio::time::Instant::now() {
+            continue;
+        }
+        break job;
+    };
+    let mut headers = HeaderMap::new();
+    let spec = &env.function.spec;
+    let values = [
+        ("lambda-runtime-aws-request-id", job.request_id.clone()),
+        ("lambda-runtime-deadline-ms", job.deadline_ms.to_string()),
+        ("lambda-runtime-invoked-function-arn", spec.arn()),
+        ("lambda-runtime-trace-id", job.trace_id.clone()),
+        ("content-type", "application/json".to_owned()),
+    ];
+    for (name, value) in values {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    tracing::debug!(function = %spec.name, request_id = %job.request_id, "invocation handed out");
+    match env.hand_out(job, generation) {
+        Some(payload) => (StatusCode::OK, headers, payload).into_response(),
+        None => stopped(),
+    }
+}
+
+async fn response(
+    State(env): State<Arc<Environment>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await else {
+        let message = format!(
+            "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+        );
+        if let Some(current) = env.take(&id) {
+            let _ = current.reply.send(Err(CallError::Function {
+                error_type: "Function.ResponseSizeTooLarge".into(),
+                message: message.clone(),
+            }));
+        }
+        return lambda_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &message,
+        );
+    };
+    match env.take(&id) {
+        Some(current) => {
+            env.answered.store(true, Ordering::SeqCst);
+            let _ = current.reply.send(Ok(body));
+            accepted()
+        }
+        None => invalid_request_id(),
+    }
+}
+
+fn invalid_request_id() -> Response {
+    lambda_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        "Invalid request ID",
+    )
+}
+
+#[derive(Deserialize)]
+struct ErrorRequest {
+    #[serde(rename = "errorMessage")]
+    error_message: Option<serde_json::Value>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+}
+
+/// `errorType` and `errorMessage` of a posted error, as Lambda reads them.
+fn function_error(headers: &HeaderMap, body: &[u8]) -> CallError {
+    let parsed: Option<ErrorRequest> = serde_json::from_slice(body).ok();
+    let header_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (error_type, message) = match parsed {
+        Some(e) => (
+            e.error_type,
+            match e.error_message {
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+        ),
+        None => (None, String::from_utf8_lossy(body).into_owned()),
+    };
+    CallError::Function {
+        error_type: error_type
+            .or(header_type)
+            .unwrap_or_else(|| "Unhandled".into()),
+        message,
+    }
+}
+
+async fn error(
+    State(env): State<Arc<Environment>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = axum::body::to_bytes(body, MAX_RESPONSE_BYTES)
+        .await
+        .unwrap_or_default();
+    let error = function_error(&headers, &body);
+    match env.take(&id) {
+        Some(current) => {
+            env.answered.store(true, Ordering::SeqCst);
+            tracing::warn!(function = %env.function.spec.name, request_id = %id, %error, "function error");
+            let _ = current.reply.send(Err(error));
+            accepted()
+        }
+        None => invalid_request_id(),
+    }
+}
+
+async fn init_error(
+    State(env): State<Arc<Environment>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = axum::body::to_bytes(body, MAX_RESPONSE_BYTES)
+        .await
+        .unwrap_or_default();
+    let error = function_error(&headers, &body);
+    tracing::warn!(function = %env.function.spec.name, %error, "function init error");
+    *env.init_error.lock().expect("init error lock") = Some(error);
+    env.init_failed.notify_one();
+    accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_errors_are_read_like_lambda() {
+        let mut h = HeaderMap::new();
+        let e = function_error(&h, br#"{"errorMessage":"boom","errorType":"Oops"}"#);
+        assert_eq!(e.to_string(), "Oops: boom");
+        h.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Custom"),
+        );
+        assert_eq!(
+            function_error(&h, br#"{"errorMessage":"x"}"#).to_string(),
+            "Custom: x"
+        );
+        assert_eq!(
+            function_error(&HeaderMap::new(), b"plain").to_string(),
+            "Unhandled: plain"
+        );
+    }
+}
