@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod event;

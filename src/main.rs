@@ -31,6 +31,9 @@ enum Command {
     Get(ManageArgs),
     /// DeleteConnection: close a connection.
     Delete(ManageArgs),
+    /// Load-test a WebSocket chat server (this one or another).
+    #[command(subcommand)]
+    Bench(switchboard::bench::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -161,6 +164,11 @@ fn main() -> anyhow::Result<()> {
                 &args.connection_id,
                 ManageCall::Delete,
             ))?;
+            Ok(())
+        }
+        Command::Bench(command) => {
+            init_logging(LogFormat::Text, "warn");
+            switchboard::bench::run(command)?;
             Ok(())
         }
     }
