@@ -251,8 +251,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = switchboard::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     switchboard::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -207,6 +207,25 @@ async fn handle_socket(
     .await;
 }
 
+/// Pending connections the kernel queues for [`bind`]'s listener (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep accept queue.
+///
+/// `TcpListener::bind` asks for a backlog of 128: a burst of connects larger than that
+/// overflows the queue, and each dropped SYN costs its client a one-second retransmit.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `listener` with `config` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
