@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,9 +16,9 @@ use crate::api::{Api, ApiError};
 use crate::apps::articles::ArticlesChat;
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
-use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
+use crate::gateway::{self, Gateway};
 use crate::http::{self, ConnInfo, Prefixed};
 use crate::integration::echo::Echo;
 use crate::management::ManagementApi;
@@ -154,7 +155,7 @@ async fn handle_socket(
     router: Router,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let Ok(local) = stream.local_addr() else {
         return;
@@ -187,8 +188,11 @@ async fn handle_socket(
                     BytesMut::new()
                 };
                 drop(read);
-                gw.serve_accepted(accepted, stream, leftover, peer, true)
-                    .await;
+                // The connection lives on in a task of its own: this task's future is sized
+                // for the handshake and for HTTP (kilobytes), the connection's for a
+                // connection, and an idle connection should cost no more than that.
+                let task = gateway::serve(gw.clone(), accepted, stream, leftover, peer, true);
+                gw.tracker.spawn(task.map(move |()| drop(permit)));
             }
             Err(rejection) => {
                 let _ = stream.write_all(&rejection.to_http()).await;
@@ -205,6 +209,7 @@ async fn handle_socket(
         ConnInfo { peer, local },
     )
     .await;
+    drop(permit);
 }
 
 /// Pending connections the kernel queues for [`bind`]'s listener (capped by
