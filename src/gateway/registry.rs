@@ -141,8 +141,12 @@ impl LocalRegistry {
     }
 
     /// Posts to a local connection.
+    ///
+    /// The push happens under the shard's lock (it neither blocks nor awaits), which saves
+    /// cloning and dropping the connection's `Arc` for each recipient of a broadcast.
     pub fn post_local(&self, id: &Id, frame: &OutFrame) -> Result<(), ManageError> {
-        let conn = self.local(id).ok_or(ManageError::Gone)?;
+        let shard = self.shard(id).lock().expect("registry lock");
+        let conn = shard.get(id).ok_or(ManageError::Gone)?;
         conn.push(frame).map_err(ManageError::from)
     }
 
