@@ -39,7 +39,10 @@ pub mod registry;
 ///
 /// Not an `async fn`: those keep every argument twice (as argument and as binding), and this
 /// future is what an idle connection's task holds. Here each value is captured once.
-#[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice"
+)]
 pub(crate) fn serve<'a, G, S>(
     gw: G,
     accepted: Accepted,
