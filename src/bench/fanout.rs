@@ -20,7 +20,9 @@ use tokio::task::LocalSet;
 
 use crate::bench::client::{Connected, STAMP_LEN, Target, parse_frames, read_stamp, stamp};
 use crate::bench::workers::{self, Shared};
-use crate::bench::{BenchError, check_file_limit, process_cpu_secs, thousands};
+use crate::bench::{
+    BenchError, check_file_limit, process_cpu_secs, table, thousands, worker_threads,
+};
 use crate::gateway::frame::encode_client_frame;
 
 /// Read buffer each connection starts with; grows only for frames larger than it.
@@ -195,10 +197,7 @@ impl FanoutReport {
         if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_delivery) {
             rows.push(("server CPU", format!("{cpu:.2} s, {per:.2} us/delivery")));
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-            .collect()
+        table(&rows)
     }
 }
 
@@ -249,7 +248,7 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         ));
     }
     check_file_limit(options.clients)?;
-    let threads = options.threads.unwrap_or_else(default_threads).max(1);
+    let threads = worker_threads(options.threads);
     let shared = Arc::new(Shared::new(threads));
     let sent = Arc::new(AtomicU64::new(0));
     let delivered: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
@@ -408,10 +407,6 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             .filter(|_| delivered > 0)
             .map(|cpu| cpu * 1e6 / delivered as f64),
     })
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
 
 /// Latencies from 1 µs to an hour, three significant digits.

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::bench::client::Target;
 use crate::bench::workers::{self, Shared};
-use crate::bench::{BenchError, check_file_limit, process_rss_kib, thousands};
+use crate::bench::{
+    BenchError, check_file_limit, process_rss_kib, table, thousands, worker_threads,
+};
 
 /// How long the connections stay idle before the server's memory is read.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -101,10 +103,7 @@ impl IdleReport {
                 format!("{before} KiB -> {after} KiB: {per:.0} bytes/connection"),
             ));
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-            .collect()
+        table(&rows)
     }
 }
 
@@ -112,10 +111,7 @@ impl IdleReport {
 pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
     let target = Target::parse(&options.url)?;
     check_file_limit(options.clients)?;
-    let threads = options
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-        .max(1);
+    let threads = worker_threads(options.threads);
     let shared = Arc::new(Shared::new(threads));
     let rss_before = options.pid.and_then(process_rss_kib);
     let began = Instant::now();

@@ -127,6 +127,21 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Worker threads: as asked, else the number of cores, at most 4.
+fn worker_threads(asked: Option<usize>) -> usize {
+    asked
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .max(1)
+}
+
+/// A two-column summary, keys aligned.
+fn table(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect()
+}
+
 /// Formats a count with thousands separators.
 fn thousands(n: u64) -> String {
     let s = n.to_string();
