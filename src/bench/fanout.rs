@@ -225,11 +225,6 @@ struct Ctx {
     interval: Duration,
 }
 
-/// When one sender sends its first message.
-struct SenderPlan {
-    first: Instant,
-}
-
 /// Runs the fan-out scenario and returns its report. Blocks; call it off any async runtime.
 pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     let target = Target::parse(&options.url)?;
@@ -297,10 +292,9 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                 let spacing = 1.0 / (options.senders as f64 * options.rate);
                 runtime.block_on(local.run_until(async {
                     for (i, conn) in conns {
-                        let plan = (i < options.senders).then(|| SenderPlan {
-                            first: start + Duration::from_secs_f64(i as f64 * spacing),
-                        });
-                        tokio::task::spawn_local(run_connection(conn, plan, ctx.clone()));
+                        let first_send = (i < options.senders)
+                            .then(|| start + Duration::from_secs_f64(i as f64 * spacing));
+                        tokio::task::spawn_local(run_connection(conn, first_send, ctx.clone()));
                     }
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 }));
@@ -414,15 +408,16 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// One connection: reads and times deliveries; a sender also sends on its schedule.
-async fn run_connection(conn: Connected, plan: Option<SenderPlan>, ctx: Rc<Ctx>) {
+/// One connection: reads and times deliveries; a sender (one with a `first_send`) also sends
+/// on its schedule.
+async fn run_connection(conn: Connected, first_send: Option<Instant>, ctx: Rc<Ctx>) {
     let Connected {
         mut stream,
         leftover,
     } = conn;
     let mut buf = Vec::with_capacity(READ_BUF.max(leftover.len()));
     buf.extend_from_slice(&leftover);
-    let mut next_send = plan.map(|p| p.first);
+    let mut next_send = first_send;
     let mut seq = 0u32;
     let mut message = Vec::with_capacity(ctx.payload);
     let mut body = Vec::new();
