@@ -34,7 +34,8 @@ pub struct FanoutOptions {
     /// WebSocket URL, e.g. ws://127.0.0.1:8080/dev
     #[arg(long)]
     pub url: String,
-    /// Connections to open.
+    /// Connections to open. Each is an open file: where a process may open at most 20,000
+    /// (a hard limit, even for root), use several bench processes beyond ~19,900.
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
     /// How many of them send.

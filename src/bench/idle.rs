@@ -23,7 +23,8 @@ pub struct IdleOptions {
     /// WebSocket URL, e.g. ws://127.0.0.1:8080/dev
     #[arg(long)]
     pub url: String,
-    /// Connections to open.
+    /// Connections to open. Each is an open file: where a process may open at most 20,000
+    /// (a hard limit, even for root), use several bench processes beyond ~19,900.
     #[arg(long, default_value_t = 10_000)]
     pub clients: usize,
     /// The server's process id, for its memory.
