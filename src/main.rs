@@ -32,6 +32,9 @@ enum Command {
     Get(ManageArgs),
     /// DeleteConnection: close a connection.
     Delete(ManageArgs),
+    /// Load-test a WebSocket chat server (this one or another).
+    #[command(subcommand)]
+    Bench(switchboard::bench::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +179,11 @@ fn main() -> anyhow::Result<()> {
             ))?;
             Ok(())
         }
+        Command::Bench(command) => {
+            init_logging(LogFormat::Text, "warn");
+            switchboard::bench::run(command)?;
+            Ok(())
+        }
     }
 }
 
@@ -291,8 +299,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = switchboard::server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     switchboard::run(listener, config, shutdown_signal()).await?;
     Ok(())

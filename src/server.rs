@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,9 +23,9 @@ use crate::cluster::chat::{ClusterPresence, RedisChatStore, connect_chat};
 use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
-use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
+use crate::gateway::{self, Gateway};
 use crate::http::{self, ConnInfo, Prefixed};
 use crate::integration::Integration;
 use crate::integration::definition::BuiltinName;
@@ -443,7 +444,7 @@ async fn handle_socket(
     tls: Option<TlsAcceptor>,
     stream: TcpStream,
     peer: SocketAddr,
-    _places: Places,
+    places: Places,
 ) {
     let Ok(local) = stream.local_addr() else {
         return;
@@ -459,6 +460,7 @@ async fn handle_socket(
                 local,
                 proto: "http",
             },
+            places,
         )
         .await;
     };
@@ -474,6 +476,7 @@ async fn handle_socket(
                     local,
                     proto: "https",
                 },
+                places,
             )
             .await
         }
@@ -482,9 +485,15 @@ async fn handle_socket(
     }
 }
 
-/// Serves one connection, plain or TLS, from its first request on.
-async fn serve_stream<S>(gw: Arc<Gateway>, router: Router, mut stream: S, info: ConnInfo)
-where
+/// Serves one connection, plain or TLS, from its first request on. `places` are held until
+/// the connection ends.
+async fn serve_stream<S>(
+    gw: Arc<Gateway>,
+    router: Router,
+    mut stream: S,
+    info: ConnInfo,
+    places: Places,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ConnInfo { peer, local, proto } = info;
@@ -515,8 +524,11 @@ where
                     BytesMut::new()
                 };
                 drop(read);
-                gw.serve_accepted(accepted, stream, leftover, peer, true)
-                    .await;
+                // The connection lives on in a task of its own: this task's future is sized
+                // for the handshake and for HTTP (kilobytes), the connection's for a
+                // connection, and an idle connection should cost no more than that.
+                let task = gateway::serve(gw.clone(), accepted, stream, leftover, peer, true);
+                gw.tracker.spawn(task.map(move |()| drop(places)));
             }
             Err(rejection) => {
                 gw.metrics.rejected(rejection.status);
@@ -528,6 +540,26 @@ where
     let prefix = std::mem::take(&mut read.raw).freeze();
     drop(read);
     http::serve(gw, router, Prefixed::new(prefix, stream), info).await;
+    drop(places);
+}
+
+/// Pending connections the kernel queues for [`bind`]'s listener (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep accept queue.
+///
+/// `TcpListener::bind` asks for a backlog of 128: a burst of connects larger than that
+/// overflows the queue, and each dropped SYN costs its client a one-second retransmit.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `listener` with `config` until `shutdown` completes.

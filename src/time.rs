@@ -3,8 +3,13 @@
 use chrono::{DateTime, Utc};
 
 /// Milliseconds since the Unix epoch.
+///
+/// Read on every frame queued (the activity clock), so without a detour through a calendar
+/// date.
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn datetime(ms: i64) -> DateTime<Utc> {

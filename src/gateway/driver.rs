@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::Instrument;
 
 use crate::api::Route;
 use crate::event::{Event, EventKind, Message, Response};
@@ -103,6 +105,7 @@ enum Closing {
 pub(crate) struct Driver<'g, S> {
     gw: &'g Gateway,
     conn: Arc<Conn>,
+    peer: SocketAddr,
     io: S,
     read_buf: BytesMut,
     decoder: Decoder,
@@ -110,7 +113,8 @@ pub(crate) struct Driver<'g, S> {
     out: VecDeque<Bytes>,
     /// Bytes of `out[0]` already written.
     out_offset: usize,
-    inflight: FuturesUnordered<InvokeFuture>,
+    /// Created on the first deferred call: an empty `FuturesUnordered` allocates.
+    inflight: Option<FuturesUnordered<InvokeFuture>>,
     closing: Option<Closing>,
     close_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Messages per second, when limited.
@@ -118,16 +122,23 @@ pub(crate) struct Driver<'g, S> {
 }
 
 impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
-    pub(crate) fn new(gw: &'g Gateway, conn: Arc<Conn>, io: S, leftover: BytesMut) -> Self {
+    pub(crate) fn new(
+        gw: &'g Gateway,
+        conn: Arc<Conn>,
+        io: S,
+        leftover: BytesMut,
+        peer: SocketAddr,
+    ) -> Self {
         Driver {
             gw,
             conn,
+            peer,
             io,
             read_buf: leftover,
             decoder: Decoder::default(),
             out: VecDeque::new(),
             out_offset: 0,
-            inflight: FuturesUnordered::new(),
+            inflight: None,
             closing: None,
             close_timer: None,
             rate: (gw.limits.max_messages_per_sec > 0)
@@ -136,9 +147,35 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     }
 
     /// Runs the connection until it is closed, and says why it closed.
-    pub(crate) async fn run(mut self) -> Disconnect {
-        let disconnect = loop {
-            match poll_fn(|cx| self.poll_step(cx)).await {
+    ///
+    /// Not an `async fn`: those keep their arguments twice (as arguments and as bindings), and
+    /// this future's size is part of what every idle connection costs. Here the `Driver` is
+    /// captured once.
+    pub(crate) fn run(self) -> impl Future<Output = Disconnect> + 'g
+    where
+        S: 'g,
+    {
+        let mut this = self;
+        async move {
+            let disconnect = poll_fn(|cx| this.poll_run(cx)).await;
+            this.conn.mark_closed();
+            // Let calls still running finish: their side effects belong to the handler.
+            if let Some(mut rest) = this.inflight.take().filter(|f| !f.is_empty()) {
+                tokio::spawn(async move { while rest.next().await.is_some() {} });
+            }
+            // Best effort: the client may be gone already. Boxed: a timer is large.
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::shutdown(&mut this.io),
+            ))
+            .await;
+            disconnect
+        }
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        loop {
+            match ready!(self.poll_step(cx)) {
                 Step::Message(message) => self.on_message(message),
                 Step::Invoked(invoked) => self.on_result(
                     &invoked.route,
@@ -147,22 +184,9 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                     invoked.started,
                 ),
                 Step::Again => {}
-                Step::Done(disconnect) => break disconnect,
+                Step::Done(disconnect) => return Poll::Ready(disconnect),
             }
-        };
-        self.conn.mark_closed();
-        // Let calls still running finish: their side effects belong to the handler.
-        if !self.inflight.is_empty() {
-            let mut rest = std::mem::take(&mut self.inflight);
-            tokio::spawn(async move { while rest.next().await.is_some() {} });
         }
-        // Best effort: the client may be gone already.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::io::AsyncWriteExt::shutdown(&mut self.io),
-        )
-        .await;
-        disconnect
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
@@ -197,8 +221,9 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         {
             return Poll::Ready(Step::Done(disconnect.clone()));
         }
-        if !self.inflight.is_empty()
-            && let Poll::Ready(Some(invoked)) = self.inflight.poll_next_unpin(cx)
+        if let Some(inflight) = &mut self.inflight
+            && !inflight.is_empty()
+            && let Poll::Ready(Some(invoked)) = inflight.poll_next_unpin(cx)
         {
             return Poll::Ready(Step::Invoked(invoked));
         }
@@ -214,7 +239,10 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
             return Poll::Ready(Step::Done(disconnect));
         }
         let reading = match &self.closing {
-            None => self.inflight.len() < self.gw.limits.max_inflight_per_connection,
+            None => {
+                self.inflight.as_ref().map_or(0, FuturesUnordered::len)
+                    < self.gw.limits.max_inflight_per_connection
+            }
             Some(Closing::Sent { deaf, .. }) => !deaf,
             Some(Closing::Replying(_)) => false,
         };
@@ -296,11 +324,13 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
 
     /// Closes the connection because the client broke the protocol or a limit.
     fn fail(&mut self, violation: Violation) {
-        tracing::debug!(
-            code = violation.code,
-            reason = violation.reason,
-            "closing connection"
-        );
+        self.span().in_scope(|| {
+            tracing::debug!(
+                code = violation.code,
+                reason = violation.reason,
+                "closing connection"
+            );
+        });
         self.conn
             .push_control(&OutFrame::close(violation.code, violation.reason));
         self.closing = Some(Closing::Sent {
@@ -420,19 +450,29 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
             Deferred::Pending(future) => {
                 let timeout = gw.limits.integration_timeout();
                 let route = route.clone();
-                self.inflight.push(Box::pin(async move {
-                    let result = tokio::time::timeout(timeout, future)
-                        .await
-                        .unwrap_or(Err(IntegrationError::Timeout));
-                    Invoked {
-                        result,
-                        request_id,
-                        route,
-                        started,
+                let span = self.span();
+                let inflight = self.inflight.get_or_insert_with(FuturesUnordered::new);
+                inflight.push(Box::pin(
+                    async move {
+                        let result = tokio::time::timeout(timeout, future)
+                            .await
+                            .unwrap_or(Err(IntegrationError::Timeout));
+                        Invoked {
+                            result,
+                            request_id,
+                            route,
+                            started,
+                        }
                     }
-                }));
+                    .instrument(span),
+                ));
             }
         }
+    }
+
+    /// The connection's span, for what the task logs.
+    fn span(&self) -> tracing::Span {
+        crate::gateway::conn_span(self.conn.id(), self.peer)
     }
 
     fn on_result(
@@ -446,7 +486,9 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         match result {
             Err(error) => {
                 route.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(route = %route.key, %request_id, %error, "integration failed");
+                self.span().in_scope(|| {
+                    tracing::warn!(route = %route.key, %request_id, %error, "integration failed");
+                });
                 self.send_error("Internal server error", request_id);
             }
             Ok(response) if route.two_way => {
@@ -474,7 +516,8 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
 
     fn reply(&mut self, frame: &OutFrame) {
         if let Err(error) = self.conn.push_quiet(frame) {
-            tracing::debug!(%error, "reply dropped");
+            self.span()
+                .in_scope(|| tracing::debug!(%error, "reply dropped"));
         }
     }
 }

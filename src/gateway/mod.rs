@@ -6,6 +6,7 @@
 //! 3. [`driver`]: move frames both ways until the connection closes;
 //! 4. here: unregister, then run `$disconnect` with the close code and reason.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,6 +36,68 @@ pub mod driver;
 pub mod frame;
 pub mod handshake;
 pub mod registry;
+
+/// [`Gateway::serve_accepted`] for any handle on the gateway (`&Gateway`, `Arc<Gateway>`).
+///
+/// Not an `async fn`: those keep every argument twice (as argument and as binding), and this
+/// future is what an idle connection's task holds. Here each value is captured once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice"
+)]
+pub(crate) fn serve<'a, G, S>(
+    gw: G,
+    accepted: Accepted,
+    mut io: S,
+    leftover: BytesMut,
+    peer: SocketAddr,
+    send_101: bool,
+) -> impl Future<Output = ()> + 'a
+where
+    G: std::ops::Deref<Target = Gateway> + 'a,
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    async move {
+        let gw = &*gw;
+        let conn = accepted.conn.clone();
+        let id = conn.id();
+        // The connection's span is made where something is logged, not held and entered on
+        // every poll: an idle connection should not pay for it, nor a busy one per frame.
+        let span = || conn_span(id, peer);
+        if send_101 && io.write_all(&accepted.response()).await.is_err() {
+            span().in_scope(|| tracing::debug!("client left before the 101 was written"));
+            return;
+        }
+        drop(accepted);
+        if !gw.registry.register(conn.clone()).resolve().await {
+            // Ids are checked when they are made; a clash here is a bug worth knowing of.
+            span().in_scope(|| tracing::error!("connection id already registered"));
+            return;
+        }
+        span().in_scope(|| tracing::info!(source_ip = %conn.context.source_ip, "connected"));
+        gw.metrics
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        if gw.shutdown.is_cancelled() {
+            conn.request_close(1001, "Going away");
+        }
+        let disconnect = Driver::new(gw, conn.clone(), io, leftover, peer)
+            .run()
+            .await;
+        gw.registry.unregister(&id);
+        span().in_scope(|| {
+            tracing::info!(code = disconnect.code, reason = %disconnect.reason, "disconnected");
+        });
+        gw.metrics.closed(disconnect.code);
+        // Boxed: only a closing connection needs room for the `$disconnect` call.
+        Box::pin(gw.run_disconnect(&conn, &disconnect).instrument(span())).await;
+    }
+}
+
+/// The span of one connection: its id and peer.
+pub(crate) fn conn_span(id: Id, peer: SocketAddr) -> tracing::Span {
+    tracing::info_span!("conn", id = %id, peer = %peer)
+}
 
 /// State shared by every connection of one server.
 pub struct Gateway {
@@ -96,42 +159,14 @@ impl Gateway {
     pub async fn serve_accepted<S>(
         &self,
         accepted: Accepted,
-        mut io: S,
+        io: S,
         leftover: BytesMut,
         peer: SocketAddr,
         send_101: bool,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let conn = accepted.conn.clone();
-        let id = conn.id();
-        let span = tracing::info_span!("conn", id = %id, peer = %peer);
-        async move {
-            if send_101 && io.write_all(&accepted.response()).await.is_err() {
-                tracing::debug!("client left before the 101 was written");
-                return;
-            }
-            drop(accepted);
-            if !self.registry.register(conn.clone()).resolve().await {
-                // Ids are checked when they are made; a clash here is a bug worth knowing of.
-                tracing::error!("connection id already registered");
-                return;
-            }
-            tracing::info!(source_ip = %conn.context.source_ip, "connected");
-            self.metrics
-                .connections_opened
-                .fetch_add(1, Ordering::Relaxed);
-            if self.shutdown.is_cancelled() {
-                conn.request_close(1001, "Going away");
-            }
-            let disconnect = Driver::new(self, conn.clone(), io, leftover).run().await;
-            self.registry.unregister(&id);
-            tracing::info!(code = disconnect.code, reason = %disconnect.reason, "disconnected");
-            self.metrics.closed(disconnect.code);
-            self.run_disconnect(&conn, &disconnect).await;
-        }
-        .instrument(span)
-        .await
+        serve(self, accepted, io, leftover, peer, send_101).await;
     }
 
     async fn run_disconnect(&self, conn: &Conn, disconnect: &Disconnect) {

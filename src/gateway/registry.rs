@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -142,15 +143,19 @@ impl LocalRegistry {
     }
 
     fn shard(&self, id: &Id) -> &Shard {
-        // Ids are random, so their first characters spread evenly.
-        let b = id.as_str().as_bytes();
-        let h = (b[0] as usize) ^ ((b[1] as usize) << 3) ^ ((b[2] as usize) << 6);
-        &self.shards[h % SHARDS]
+        // Hashed rather than read through `Id::as_str`, which checks the UTF-8 of the id on
+        // every call: this runs once per recipient of a broadcast.
+        let h = foldhash::fast::FixedState::default().hash_one(id);
+        &self.shards[(h >> 58) as usize % SHARDS]
     }
 
     /// Posts to a local connection.
+    ///
+    /// The push happens under the shard's lock (it neither blocks nor awaits), which saves
+    /// cloning and dropping the connection's `Arc` for each recipient of a broadcast.
     pub fn post_local(&self, id: &Id, frame: &OutFrame) -> Result<(), ManageError> {
-        let conn = self.get(id).ok_or(ManageError::Gone)?;
+        let shard = self.shard(id).lock().expect("registry lock");
+        let conn = shard.get(id).ok_or(ManageError::Gone)?;
         conn.push(frame).map_err(ManageError::from)
     }
 

@@ -1,0 +1,234 @@
+//! The bench tool's WebSocket client side: target URLs, connecting from chosen source
+//! addresses, the handshake, and cheap parsing of server frames.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::bench::BenchError;
+
+/// How long one connection attempt (TCP and handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest handshake response head the client reads.
+const MAX_HEAD: usize = 4096;
+
+/// A parsed `ws://host:port/path` URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    host: String,
+    path: String,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &str) -> Result<Self, BenchError> {
+        let bad = |why: &str| BenchError::Url(format!("{url}: {why}"));
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| bad("only ws:// URLs are supported"))?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| bad(&e.to_string()))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| bad("the host has no IPv4 address"))?;
+        Ok(Target {
+            addr,
+            host: host.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    fn request(&self) -> String {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.path, self.host
+        )
+    }
+}
+
+/// An open WebSocket connection: the socket and the bytes that followed the `101` head.
+pub(crate) struct Connected {
+    pub(crate) stream: TcpStream,
+    pub(crate) leftover: Vec<u8>,
+}
+
+/// Connects (from `source` when given) and completes the WebSocket handshake.
+pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> io::Result<Connected> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(target, source))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+async fn connect_inner(target: &Target, source: Option<IpAddr>) -> io::Result<Connected> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        // Lets the kernel pick ports still in TIME_WAIT from earlier runs: without it, after
+        // a few runs of 10,000 connections, finding a free port dominates the connect time.
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let mut stream = socket.connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(target.request().as_bytes()).await?;
+    let mut head = Vec::with_capacity(256);
+    let end = loop {
+        if head.len() >= MAX_HEAD {
+            return Err(io::Error::other("handshake response too large"));
+        }
+        let mut chunk = [0u8; 512];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    if !head.starts_with(b"HTTP/1.1 101") {
+        let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+        return Err(io::Error::other(format!(
+            "handshake refused: {}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    Ok(Connected {
+        stream,
+        leftover: head.split_off(end),
+    })
+}
+
+/// What [`parse_frames`] found in a buffer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    /// Bytes consumed: whole frames only.
+    pub(crate) consumed: usize,
+    /// Whether a close frame arrived.
+    pub(crate) closed: bool,
+    /// The length of an incomplete frame at the end, header included, when known.
+    pub(crate) need: Option<usize>,
+}
+
+/// Parses unmasked server frames, calling `on_data` with each data frame's payload.
+pub(crate) fn parse_frames(buf: &[u8], mut on_data: impl FnMut(&[u8])) -> Parsed {
+    let mut at = 0;
+    let mut parsed = Parsed::default();
+    while buf.len() - at >= 2 {
+        let b0 = buf[at];
+        let short = (buf[at + 1] & 0x7f) as usize;
+        let (header, len) = match short {
+            126 if buf.len() - at >= 4 => {
+                (4, u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize)
+            }
+            127 if buf.len() - at >= 10 => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&buf[at + 2..at + 10]);
+                (10, u64::from_be_bytes(l) as usize)
+            }
+            126 | 127 => break,
+            n => (2, n),
+        };
+        if buf.len() - at < header + len {
+            parsed.need = Some(header + len);
+            break;
+        }
+        let payload = &buf[at + header..at + header + len];
+        match b0 & 0x0f {
+            0x0..=0x2 => on_data(payload),
+            0x8 => {
+                parsed.closed = true;
+                at += header + len;
+                break;
+            }
+            _ => {}
+        }
+        at += header + len;
+    }
+    parsed.consumed = at;
+    parsed
+}
+
+/// Writes the bench message: a marker, the send time in µs and a sequence number, padded.
+pub(crate) fn stamp(send_us: u64, seq: u32, size: usize, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.clear();
+    write!(out, "~{send_us:016x}{seq:08x}").expect("writing to memory cannot fail");
+    out.resize(size.max(STAMP_LEN), b'x');
+}
+
+/// Length of the stamp at the start of every bench message.
+pub(crate) const STAMP_LEN: usize = 25;
+
+/// Reads the send time back from a delivered payload (the stamp may be anywhere in it).
+pub(crate) fn read_stamp(payload: &[u8]) -> Option<u64> {
+    let start = payload.iter().position(|b| *b == b'~')? + 1;
+    let hex = payload.get(start..start + 16)?;
+    let mut v = 0u64;
+    for &c in hex {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_and_pad() {
+        let mut out = Vec::new();
+        stamp(123_456_789, 7, 64, &mut out);
+        assert_eq!(out.len(), 64);
+        assert_eq!(read_stamp(&out), Some(123_456_789));
+        let wrapped = [b"{\"m\":\"".as_slice(), &out, b"\"}"].concat();
+        assert_eq!(read_stamp(&wrapped), Some(123_456_789));
+        assert_eq!(read_stamp(b"no stamp"), None);
+    }
+
+    #[test]
+    fn parses_whole_frames_and_leaves_partial_ones() {
+        let mut buf = vec![0x81, 2, b'h', b'i', 0x81, 126, 0, 200];
+        buf.extend(std::iter::repeat_n(b'a', 100));
+        let mut seen = Vec::new();
+        let p = parse_frames(&buf, |p| seen.push(p.len()));
+        assert_eq!(seen, vec![2]);
+        assert_eq!(p.consumed, 4);
+        assert_eq!(p.need, Some(204));
+        let p = parse_frames(&[0x88, 2, 3, 232, 0x81, 0], |_| {});
+        assert!(p.closed);
+        assert_eq!(p.consumed, 4);
+    }
+
+    #[test]
+    fn parses_urls() {
+        let t = Target::parse("ws://127.0.0.1:9000/dev").unwrap();
+        assert_eq!(t.addr.port(), 9000);
+        assert!(
+            t.request()
+                .starts_with("GET /dev HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n")
+        );
+        assert!(Target::parse("http://x/").is_err());
+    }
+}

@@ -1,0 +1,483 @@
+//! The fan-out scenario: N clients, S senders at R msg/s each, every delivery timed.
+//!
+//! Each sent message carries its send time (µs since the common start) and a sequence number,
+//! padded to `--payload` bytes and placed in the `--template` where `$MSG` stands. Senders are
+//! paced: sender `k` sends at `start + k/(S·R) + i/R`, so sends are spread evenly, not bursty.
+//! Receivers read the clock once per read and record `arrival - send` for every message in it.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use crate::bench::client::{Connected, STAMP_LEN, Target, parse_frames, read_stamp, stamp};
+use crate::bench::workers::{self, Shared};
+use crate::bench::{
+    BenchError, check_file_limit, process_cpu_secs, table, thousands, worker_threads,
+};
+use crate::gateway::frame::encode_client_frame;
+
+/// Read buffer each connection starts with; grows only for frames larger than it.
+const READ_BUF: usize = 4096;
+
+/// Options of `bench fanout`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutOptions {
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/dev
+    #[arg(long)]
+    pub url: String,
+    /// Connections to open. Each is an open file: where a process may open at most 20,000
+    /// (a hard limit, even for root), use several bench processes beyond ~19,900.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// How many of them send.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Messages per second each sender sends.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+    /// Size of each message (`$MSG`) in bytes; at least 25.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// The frame senders send; `$MSG` is replaced by the message.
+    #[arg(long, default_value = r#"{"action":"sendmessage","message":"$MSG"}"#)]
+    pub template: String,
+    /// Whether the server sends a message back to its sender too (`data` instead of
+    /// `message` in the articles' chat); sets how many deliveries are expected.
+    #[arg(long)]
+    pub include_sender: bool,
+    /// Source addresses to bind connections to, round-robin, e.g. 127.0.0.1,127.0.0.2.
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+    /// Seconds to wait after sending stops for deliveries still under way.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain: f64,
+    /// Client worker threads [default: the number of cores, at most 4].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The server's process id: adds its CPU time per delivery to the report.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FanoutOptions {
+    /// Options for `clients` clients against `url`, the other values at their defaults.
+    pub fn new(url: impl Into<String>, clients: usize) -> Self {
+        FanoutOptions {
+            url: url.into(),
+            clients,
+            senders: 10,
+            rate: 10.0,
+            duration: 15.0,
+            payload: 64,
+            template: r#"{"action":"sendmessage","message":"$MSG"}"#.into(),
+            include_sender: false,
+            source_ips: Vec::new(),
+            drain: 3.0,
+            threads: None,
+            pid: None,
+            json: false,
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// What `bench fanout` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    /// Always `"fanout"`.
+    pub scenario: &'static str,
+    /// The URL.
+    pub url: String,
+    /// Connections asked for.
+    pub clients: usize,
+    /// Connections open when sending started.
+    pub connected: u64,
+    /// Connections that failed to open.
+    pub connect_errors: u64,
+    /// The first connect error, if any.
+    pub first_connect_error: Option<String>,
+    /// Connects per second during the connect phase.
+    pub connects_per_sec: f64,
+    /// Senders.
+    pub senders: usize,
+    /// Messages per second per sender.
+    pub rate: f64,
+    /// Seconds of sending.
+    pub duration_secs: f64,
+    /// Message size.
+    pub payload: usize,
+    /// Messages sent.
+    pub sent: u64,
+    /// Deliveries expected: each message to every other client (or every client).
+    pub expected: u64,
+    /// Deliveries counted.
+    pub delivered: u64,
+    /// `delivered / expected`.
+    pub delivery_ratio: f64,
+    /// Deliveries per second of sending.
+    pub delivered_per_sec: f64,
+    /// Latency from send to arrival.
+    pub latency: Latency,
+    /// Connections that closed or failed before the end.
+    pub early_closes: u64,
+    /// Server CPU seconds (user + system) from the start of sending to the end of the drain.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU microseconds per delivered message.
+    pub server_cpu_us_per_delivery: Option<f64>,
+}
+
+impl FanoutReport {
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut rows = vec![
+            ("url", self.url.clone()),
+            (
+                "clients",
+                format!(
+                    "{} connected of {} ({} connect errors), {:.0} connects/s",
+                    thousands(self.connected),
+                    thousands(self.clients as u64),
+                    self.connect_errors,
+                    self.connects_per_sec
+                ),
+            ),
+            (
+                "load",
+                format!(
+                    "{} senders x {} msg/s, {}-byte messages, {} s",
+                    self.senders, self.rate, self.payload, self.duration_secs
+                ),
+            ),
+            ("sent", thousands(self.sent)),
+            ("expected", thousands(self.expected)),
+            ("delivered", thousands(self.delivered)),
+            ("delivery ratio", format!("{:.4}", self.delivery_ratio)),
+            ("delivered/s", thousands(self.delivered_per_sec as u64)),
+            (
+                "latency p50/p90/p99/max",
+                format!(
+                    "{} / {} / {} / {}",
+                    ms(self.latency.p50_us),
+                    ms(self.latency.p90_us),
+                    ms(self.latency.p99_us),
+                    ms(self.latency.max_us)
+                ),
+            ),
+            ("early closes", self.early_closes.to_string()),
+        ];
+        if let Some(error) = &self.first_connect_error {
+            rows.push(("first connect error", error.clone()));
+        }
+        if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_delivery) {
+            rows.push(("server CPU", format!("{cpu:.2} s, {per:.2} us/delivery")));
+        }
+        table(&rows)
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+/// Counters one worker keeps for itself.
+struct WorkerStats {
+    latency: RefCell<Histogram<u64>>,
+    early_closes: Cell<u64>,
+}
+
+/// What every connection task of one worker shares.
+struct Ctx {
+    stats: WorkerStats,
+    /// Deliveries of this worker, read by the main thread for progress.
+    delivered: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    start: Instant,
+    end: Instant,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    payload: usize,
+    interval: Duration,
+}
+
+/// Runs the fan-out scenario and returns its report. Blocks; call it off any async runtime.
+pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
+    let target = Target::parse(&options.url)?;
+    let (prefix, suffix) = options
+        .template
+        .split_once("$MSG")
+        .ok_or_else(|| BenchError::Options("the template must contain $MSG".into()))?;
+    if options.payload < STAMP_LEN {
+        return Err(BenchError::Options(format!(
+            "--payload must be at least {STAMP_LEN} bytes"
+        )));
+    }
+    if options.senders > options.clients || options.rate <= 0.0 || options.duration <= 0.0 {
+        return Err(BenchError::Options(
+            "need senders <= clients, a positive rate and a positive duration".into(),
+        ));
+    }
+    check_file_limit(options.clients)?;
+    let threads = worker_threads(options.threads);
+    let shared = Arc::new(Shared::new(threads));
+    let sent = Arc::new(AtomicU64::new(0));
+    let delivered: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let began = Instant::now();
+    let mut handles = Vec::with_capacity(threads);
+    for w in 0..threads {
+        let target = target.clone();
+        let shared = shared.clone();
+        let options = options.clone();
+        let mut stop = stop_rx.clone();
+        let ctx = (
+            delivered[w].clone(),
+            sent.clone(),
+            prefix.as_bytes().to_vec(),
+            suffix.as_bytes().to_vec(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{w}"))
+            .spawn(move || -> std::io::Result<WorkerStats> {
+                let runtime = workers::runtime()?;
+                let local = LocalSet::new();
+                let indices = (w..options.clients).step_by(threads).collect();
+                let conns = runtime.block_on(local.run_until(workers::connect_share(
+                    &target,
+                    indices,
+                    &options.source_ips,
+                    &shared,
+                )));
+                let start = shared.worker_ready();
+                let (delivered, sent, prefix, suffix) = ctx;
+                let ctx = Rc::new(Ctx {
+                    stats: WorkerStats {
+                        latency: RefCell::new(new_histogram()),
+                        early_closes: Cell::new(0),
+                    },
+                    delivered,
+                    sent,
+                    start,
+                    end: start + Duration::from_secs_f64(options.duration),
+                    prefix,
+                    suffix,
+                    payload: options.payload,
+                    interval: Duration::from_secs_f64(1.0 / options.rate),
+                });
+                let spacing = 1.0 / (options.senders as f64 * options.rate);
+                runtime.block_on(local.run_until(async {
+                    for (i, conn) in conns {
+                        let first_send = (i < options.senders)
+                            .then(|| start + Duration::from_secs_f64(i as f64 * spacing));
+                        tokio::task::spawn_local(run_connection(conn, first_send, ctx.clone()));
+                    }
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                }));
+                // Dropping the tasks closes their sockets and releases their `Ctx`.
+                drop(local);
+                let ctx = Rc::try_unwrap(ctx).map_err(|_| std::io::Error::other("tasks leaked"))?;
+                Ok(ctx.stats)
+            })?;
+        handles.push(handle);
+    }
+
+    let connect_time = shared.wait_connected(threads, options.clients, began);
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let recipients = if options.include_sender {
+        connected
+    } else {
+        connected.saturating_sub(1)
+    };
+    let start = Instant::now() + Duration::from_millis(20);
+    let cpu_before = options.pid.and_then(process_cpu_secs);
+    shared.release(start);
+
+    let end = start + Duration::from_secs_f64(options.duration);
+    let drain_end = end + Duration::from_secs_f64(options.drain);
+    let total_delivered = || {
+        delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let mut last = (start, 0u64);
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = Instant::now();
+        let done = total_delivered();
+        let expected = sent.load(Ordering::Relaxed) * recipients;
+        if now >= end && (done >= expected || now >= drain_end) {
+            break;
+        }
+        if now.duration_since(last.0) >= Duration::from_secs(1) {
+            let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            eprintln!(
+                "[{:>5.1}s] sent {} delivered {} of {} ({}/s)",
+                now.saturating_duration_since(start).as_secs_f64(),
+                thousands(sent.load(Ordering::Relaxed)),
+                thousands(done),
+                thousands(expected),
+                thousands(rate as u64),
+            );
+            last = (now, done);
+        }
+    }
+    let cpu_after = options.pid.and_then(process_cpu_secs);
+    let _ = stop_tx.send(true);
+
+    let mut latency = new_histogram();
+    let mut early_closes = 0;
+    for handle in handles {
+        let stats = handle
+            .join()
+            .map_err(|_| BenchError::Options("a worker panicked".into()))??;
+        latency
+            .add(&*stats.latency.borrow())
+            .expect("histograms share their bounds");
+        early_closes += stats.early_closes.get();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    let delivered = total_delivered();
+    let expected = sent * recipients;
+    let server_cpu_secs = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(FanoutReport {
+        scenario: "fanout",
+        url: options.url.clone(),
+        clients: options.clients,
+        connected,
+        connect_errors: shared.connect_errors.load(Ordering::Relaxed),
+        first_connect_error: shared.first_error(),
+        connects_per_sec: connected as f64 / connect_time.as_secs_f64(),
+        senders: options.senders,
+        rate: options.rate,
+        duration_secs: options.duration,
+        payload: options.payload,
+        sent,
+        expected,
+        delivered,
+        delivery_ratio: if expected == 0 {
+            0.0
+        } else {
+            delivered as f64 / expected as f64
+        },
+        delivered_per_sec: delivered as f64 / options.duration,
+        latency: Latency {
+            p50_us: latency.value_at_quantile(0.50),
+            p90_us: latency.value_at_quantile(0.90),
+            p99_us: latency.value_at_quantile(0.99),
+            max_us: latency.max(),
+        },
+        early_closes,
+        server_cpu_secs,
+        server_cpu_us_per_delivery: server_cpu_secs
+            .filter(|_| delivered > 0)
+            .map(|cpu| cpu * 1e6 / delivered as f64),
+    })
+}
+
+/// Latencies from 1 µs to an hour, three significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One connection: reads and times deliveries; a sender (one with a `first_send`) also sends
+/// on its schedule.
+async fn run_connection(conn: Connected, first_send: Option<Instant>, ctx: Rc<Ctx>) {
+    let Connected {
+        mut stream,
+        leftover,
+    } = conn;
+    let mut buf = Vec::with_capacity(READ_BUF.max(leftover.len()));
+    buf.extend_from_slice(&leftover);
+    let mut next_send = first_send;
+    let mut seq = 0u32;
+    let mut message = Vec::with_capacity(ctx.payload);
+    let mut body = Vec::new();
+    if !buf.is_empty() && !ctx.take_frames(&mut buf) {
+        return;
+    }
+    loop {
+        let send_at = next_send.unwrap_or(ctx.end);
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                if !matches!(read, Ok(n) if n > 0) || !ctx.take_frames(&mut buf) {
+                    ctx.stats.early_closes.set(ctx.stats.early_closes.get() + 1);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(send_at.into()), if next_send.is_some() => {
+                let now_us = ctx.start.elapsed().as_micros() as u64;
+                stamp(now_us, seq, ctx.payload, &mut message);
+                body.clear();
+                body.extend_from_slice(&ctx.prefix);
+                body.extend_from_slice(&message);
+                body.extend_from_slice(&ctx.suffix);
+                let frame = encode_client_frame(1, true, &body, seq.to_ne_bytes());
+                if stream.write_all(&frame).await.is_err() {
+                    ctx.stats.early_closes.set(ctx.stats.early_closes.get() + 1);
+                    return;
+                }
+                ctx.sent.fetch_add(1, Ordering::Relaxed);
+                seq = seq.wrapping_add(1);
+                let next = send_at + ctx.interval;
+                next_send = (next < ctx.end).then_some(next);
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Records the whole frames in `buf` and removes them; false when a close frame came.
+    fn take_frames(&self, buf: &mut Vec<u8>) -> bool {
+        let now_us = self.start.elapsed().as_micros() as u64;
+        let mut count = 0;
+        let parsed = {
+            let mut latency = self.stats.latency.borrow_mut();
+            parse_frames(buf, |payload| {
+                count += 1;
+                if let Some(sent_us) = read_stamp(payload) {
+                    latency.saturating_record(now_us.saturating_sub(sent_us).max(1));
+                }
+            })
+        };
+        buf.drain(..parsed.consumed);
+        if let Some(need) = parsed.need {
+            buf.reserve(need.saturating_sub(buf.len()));
+        } else if buf.capacity() - buf.len() < READ_BUF / 4 {
+            buf.reserve(READ_BUF);
+        }
+        if count > 0 {
+            self.delivered.fetch_add(count, Ordering::Relaxed);
+        }
+        !parsed.closed
+    }
+}

@@ -1,0 +1,174 @@
+//! `switchboard bench`: a load generator for WebSocket chat servers (this one and its peers).
+//!
+//! Two scenarios:
+//! - [`fanout`](run_fanout): N clients, S of them sending R messages a second each, paced;
+//!   every receiver timestamps arrivals; reports deliveries and latency percentiles;
+//! - [`idle`](run_idle): N idle clients; reports connects per second and the server's RSS
+//!   growth per connection.
+//!
+//! The client is built to stay out of the way of the server it measures: a few OS threads,
+//! each with its own single-threaded runtime and its own statistics (no shared locks), one
+//! lean task per connection that parses server frames in place and reads the clock once per
+//! read, not once per message.
+//!
+//! **File limits.** Every connection is a file descriptor. On the machine these figures are
+//! taken on, a process may open at most 20,000 files, a hard limit even for root: one server
+//! process holds at most about 19,900 connections and one bench process opens as many. Past
+//! about 28,000 connections from one source address the ephemeral ports run out, so the tool
+//! binds connections round-robin to `--source-ips` (any of `127.0.0.0/8` works on Linux);
+//! for more connections than one process may hold, run several bench processes.
+
+use std::io::Write as _;
+use std::path::Path;
+
+mod client;
+mod fanout;
+mod idle;
+mod workers;
+
+pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout};
+pub use idle::{IdleOptions, IdleReport, run_idle};
+
+/// Why a bench run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The URL is not a usable `ws://` URL.
+    #[error("bad url {0}")]
+    Url(String),
+    /// An option is out of range.
+    #[error("{0}")]
+    Options(String),
+    /// The process may not open enough files for the connections asked for.
+    #[error(
+        "{clients} clients need more than this process's limit of {limit} open files; \
+         run several bench processes (a process here may open at most 20,000 files)"
+    )]
+    TooManyClients {
+        /// Clients asked for.
+        clients: usize,
+        /// The soft `RLIMIT_NOFILE`.
+        limit: u64,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start a worker: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The bench subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// N clients, S of them sending R msg/s each; reports deliveries and latency.
+    Fanout(FanoutOptions),
+    /// N idle clients; reports connects/s and the server's RSS per connection.
+    Idle(IdleOptions),
+}
+
+/// Runs a bench subcommand: progress on stderr, the report on stdout.
+pub fn run(command: BenchCommand) -> Result<(), BenchError> {
+    match command {
+        BenchCommand::Fanout(options) => {
+            let json = options.json;
+            let report = run_fanout(&options)?;
+            print(json, &report, report.table());
+        }
+        BenchCommand::Idle(options) => {
+            let json = options.json;
+            let report = run_idle(&options)?;
+            print(json, &report, report.table());
+        }
+    }
+    Ok(())
+}
+
+fn print(json: bool, report: &impl serde::Serialize, table: String) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let line = serde_json::to_string(report).expect("reports serialise");
+        let _ = writeln!(out, "{line}");
+    } else {
+        let _ = write!(out, "{table}");
+    }
+}
+
+/// Checks that `clients` sockets fit under this process's open-file limit.
+fn check_file_limit(clients: usize) -> Result<(), BenchError> {
+    if let Some(limit) = soft_file_limit()
+        && clients as u64 + 64 > limit
+    {
+        return Err(BenchError::TooManyClients { clients, limit });
+    }
+    Ok(())
+}
+
+fn soft_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A process's CPU time (user + system) in seconds, from `/proc/PID/stat`.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// A process's resident set size in KiB, from `/proc/PID/status`.
+pub fn process_rss_kib(pid: u32) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Worker threads: as asked, else the number of cores, at most 4.
+fn worker_threads(asked: Option<usize>) -> usize {
+    asked
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .max(1)
+}
+
+/// A two-column summary, keys aligned.
+fn table(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect()
+}
+
+/// Formats a count with thousands separators.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        assert!(process_cpu_secs(std::process::id()).is_some());
+        assert!(process_rss_kib(std::process::id()).unwrap() > 0);
+        assert!(soft_file_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn formats_and_parses() {
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}
