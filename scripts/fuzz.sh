@@ -11,7 +11,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 cargo build --quiet --release --bins --manifest-path "$root/fuzz/Cargo.toml" \
   --target "$host" --target-dir "$root/target/fuzz"
-for target in selection frames management_path; do
+for target in selection frames management_path chat_protocol; do
   corpus="$root/target/fuzz/corpus/$target"
   artifacts="$root/target/fuzz/artifacts/$target"
   mkdir -p "$corpus" "$artifacts"

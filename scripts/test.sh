@@ -17,6 +17,7 @@ command -v curl >/dev/null || apt_needed+=(curl)   # the shell bootstrap example
 command -v node >/dev/null || apt_needed+=(nodejs npm)
 command -v python3 >/dev/null || apt_needed+=(python3 python3-pip)
 command -v redis-server >/dev/null || apt_needed+=(redis-server)
+command -v nginx >/dev/null || apt_needed+=(nginx-light)
 # The browser tests drive Debian's chromium (never a downloaded browser build).
 [[ -x /usr/bin/chromium ]] || apt_needed+=(chromium)
 if ((${#apt_needed[@]})); then

@@ -451,3 +451,27 @@ async fn configured_credentials_require_valid_signatures() {
             .contains("missing Authentication Token")
     );
 }
+
+#[tokio::test]
+async fn the_server_keeps_serving_when_its_log_reader_goes_away() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = spawn_binary(data.path(), &[]).await;
+    // Whoever read the log (a supervisor, a pipe) is gone: every log write now fails.
+    drop(logs);
+    let mut a = Client::connect(&format!("ws://{addr}/dev")).await;
+    a.chat_id().await;
+    a.close(1000, "bye").await;
+    let mut b = Client::connect(&format!("ws://{addr}/dev")).await;
+    b.chat_id().await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert_eq!(b.expect_close().await.0, 1001);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
