@@ -14,7 +14,7 @@ async fn fanout_reports_deliveries_and_latency() {
     options.duration = 1.0;
     options.threads = Some(2);
     options.source_ips = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
-    options.pid = Some(std::process::id());
+    options.pid = vec![std::process::id()];
     let report = tokio::task::spawn_blocking(move || run_fanout(&options))
         .await
         .unwrap()
@@ -61,4 +61,40 @@ async fn idle_reports_connects_and_memory() {
     assert_eq!(report.connected, 50);
     assert!(report.connects_per_sec > 0.0);
     assert!(report.rss_bytes_per_connection.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_left_out_and_urls_take_turns() {
+    let mut cfg = config();
+    // Small enough that a client that never reads overflows within the run.
+    cfg.limits.max_outbox_bytes = 256 * 1024;
+    let server = TestServer::start(cfg).await;
+    let mut options = FanoutOptions::new(server.ws_url(), 12);
+    // Two URLs for one server: the clients alternate between them.
+    options.url.push(format!("{}/", server.ws_url()));
+    options.senders = 2;
+    options.stall = 2;
+    // 10 MB for each stalled client: more than the kernel buffers of a loopback socket hold.
+    options.rate = 500.0;
+    options.payload = 3500;
+    options.duration = 3.0;
+    options.threads = Some(1);
+    let report = tokio::task::spawn_blocking(move || run_fanout(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.connected, 12);
+    assert_eq!(report.stalled, 2);
+    assert_eq!(report.url.matches("ws://").count(), 2);
+    // Every reading client but the sender gets every message; the stalled ones are not counted.
+    assert_eq!(report.expected, report.sent * 9, "{report:?}");
+    assert_eq!(report.delivered, report.expected, "{report:?}");
+    assert_eq!(report.early_closes, 0);
+    assert!(report.table().contains("stalled clients"));
+    // The server closed both stalled clients for not reading.
+    eventually(std::time::Duration::from_secs(10), || async {
+        let metrics = server.metrics().await;
+        metrics.contains("switchboard_slow_consumers_closed_total 2\n")
+    })
+    .await;
 }

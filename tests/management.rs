@@ -291,12 +291,7 @@ async fn a_client_that_does_not_read_is_closed_and_posts_answer_429_meanwhile() 
     })
     .await
     .expect("the slow consumer is closed");
-    let metrics = reqwest::get(server.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("switchboard_slow_consumers_closed_total 1\n"),
         "{metrics}"

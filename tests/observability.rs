@@ -60,12 +60,7 @@ async fn metrics_count_what_happened() {
     let m = r.text().await.unwrap();
     assert_eq!(value(&m, "switchboard_connections_opened_total"), 2);
     eventually(WAIT, || async {
-        let m = reqwest::get(server.http("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = server.metrics().await;
         m.contains("switchboard_connections_closed_total{code=\"4000\"} 1\n")
     })
     .await;

@@ -31,9 +31,10 @@ const READ_BUF: usize = 4096;
 /// Options of `bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutOptions {
-    /// WebSocket URL, e.g. ws://127.0.0.1:8080/dev
-    #[arg(long)]
-    pub url: String,
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/dev; several, comma-separated, spread the
+    /// clients (senders included) round-robin over them: the nodes of a cluster.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub url: Vec<String>,
     /// Connections to open. Each is an open file: where a process may open at most 20,000
     /// (a hard limit, even for root), use several bench processes beyond ~19,900.
     #[arg(long, default_value_t = 1000)]
@@ -60,15 +61,21 @@ pub struct FanoutOptions {
     /// Source addresses to bind connections to, round-robin, e.g. 127.0.0.1,127.0.0.2.
     #[arg(long, value_delimiter = ',')]
     pub source_ips: Vec<IpAddr>,
+    /// Clients, besides the senders, that never read: each one's deliveries pile up in its
+    /// socket and then in the server's outbox for it. Their deliveries are not expected; the
+    /// report is about everyone else's.
+    #[arg(long, default_value_t = 0)]
+    pub stall: usize,
     /// Seconds to wait after sending stops for deliveries still under way.
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
     /// Client worker threads [default: the number of cores, at most 4].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The server's process id: adds its CPU time per delivery to the report.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// The server's process id: adds its CPU time per delivery to the report. Several,
+    /// comma-separated (a cluster's nodes), add up.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Print the report as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -78,7 +85,7 @@ impl FanoutOptions {
     /// Options for `clients` clients against `url`, the other values at their defaults.
     pub fn new(url: impl Into<String>, clients: usize) -> Self {
         FanoutOptions {
-            url: url.into(),
+            url: vec![url.into()],
             clients,
             senders: 10,
             rate: 10.0,
@@ -87,9 +94,10 @@ impl FanoutOptions {
             template: r#"{"action":"sendmessage","message":"$MSG"}"#.into(),
             include_sender: false,
             source_ips: Vec::new(),
+            stall: 0,
             drain: 3.0,
             threads: None,
-            pid: None,
+            pid: Vec::new(),
             json: false,
         }
     }
@@ -113,12 +121,14 @@ pub struct Latency {
 pub struct FanoutReport {
     /// Always `"fanout"`.
     pub scenario: &'static str,
-    /// The URL.
+    /// The URLs, comma-separated.
     pub url: String,
     /// Connections asked for.
     pub clients: usize,
     /// Connections open when sending started.
     pub connected: u64,
+    /// Of them, clients that never read (`--stall`).
+    pub stalled: u64,
     /// Connections that failed to open.
     pub connect_errors: u64,
     /// The first connect error, if any.
@@ -135,7 +145,7 @@ pub struct FanoutReport {
     pub payload: usize,
     /// Messages sent.
     pub sent: u64,
-    /// Deliveries expected: each message to every other client (or every client).
+    /// Deliveries expected: each message to every other client (or every client) that reads.
     pub expected: u64,
     /// Deliveries counted.
     pub delivered: u64,
@@ -192,6 +202,15 @@ impl FanoutReport {
             ),
             ("early closes", self.early_closes.to_string()),
         ];
+        if self.stalled > 0 {
+            rows.insert(
+                2,
+                (
+                    "stalled clients",
+                    format!("{} (never read; not counted below)", self.stalled),
+                ),
+            );
+        }
         if let Some(error) = &self.first_connect_error {
             rows.push(("first connect error", error.clone()));
         }
@@ -228,7 +247,11 @@ struct Ctx {
 
 /// Runs the fan-out scenario and returns its report. Blocks; call it off any async runtime.
 pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
-    let target = Target::parse(&options.url)?;
+    let targets = options
+        .url
+        .iter()
+        .map(|url| Target::parse(url))
+        .collect::<Result<Vec<_>, _>>()?;
     let (prefix, suffix) = options
         .template
         .split_once("$MSG")
@@ -238,21 +261,28 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             "--payload must be at least {STAMP_LEN} bytes"
         )));
     }
-    if options.senders > options.clients || options.rate <= 0.0 || options.duration <= 0.0 {
+    if options.senders + options.stall > options.clients
+        || options.rate <= 0.0
+        || options.duration <= 0.0
+    {
         return Err(BenchError::Options(
-            "need senders <= clients, a positive rate and a positive duration".into(),
+            "need senders + stall <= clients, a positive rate and a positive duration".into(),
         ));
     }
     check_file_limit(options.clients)?;
     let threads = worker_threads(options.threads);
     let shared = Arc::new(Shared::new(threads));
     let sent = Arc::new(AtomicU64::new(0));
+    let stalled = Arc::new(AtomicU64::new(0));
+    // The stalled clients are the last ones, so never senders.
+    let first_stalled = options.clients - options.stall;
     let delivered: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let began = Instant::now();
     let mut handles = Vec::with_capacity(threads);
     for w in 0..threads {
-        let target = target.clone();
+        let targets = targets.clone();
+        let stalled = stalled.clone();
         let shared = shared.clone();
         let options = options.clone();
         let mut stop = stop_rx.clone();
@@ -269,11 +299,13 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                 let local = LocalSet::new();
                 let indices = (w..options.clients).step_by(threads).collect();
                 let conns = runtime.block_on(local.run_until(workers::connect_share(
-                    &target,
+                    &targets,
                     indices,
                     &options.source_ips,
                     &shared,
                 )));
+                let mine = conns.iter().filter(|(i, _)| *i >= first_stalled).count();
+                stalled.fetch_add(mine as u64, Ordering::Relaxed);
                 let start = shared.worker_ready();
                 let (delivered, sent, prefix, suffix) = ctx;
                 let ctx = Rc::new(Ctx {
@@ -293,6 +325,14 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                 let spacing = 1.0 / (options.senders as f64 * options.rate);
                 runtime.block_on(local.run_until(async {
                     for (i, conn) in conns {
+                        if i >= first_stalled {
+                            // Holds the socket open, unread, until the tasks are dropped.
+                            tokio::task::spawn_local(async move {
+                                let _conn = conn;
+                                std::future::pending::<()>().await
+                            });
+                            continue;
+                        }
                         let first_send = (i < options.senders)
                             .then(|| start + Duration::from_secs_f64(i as f64 * spacing));
                         tokio::task::spawn_local(run_connection(conn, first_send, ctx.clone()));
@@ -309,13 +349,15 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
 
     let connect_time = shared.wait_connected(threads, options.clients, began);
     let connected = shared.connected.load(Ordering::Relaxed);
+    let stalled = stalled.load(Ordering::Relaxed);
+    let reading = connected - stalled;
     let recipients = if options.include_sender {
-        connected
+        reading
     } else {
-        connected.saturating_sub(1)
+        reading.saturating_sub(1)
     };
     let start = Instant::now() + Duration::from_millis(20);
-    let cpu_before = options.pid.and_then(process_cpu_secs);
+    let cpu_before = servers_cpu_secs(&options.pid);
     shared.release(start);
 
     let end = start + Duration::from_secs_f64(options.duration);
@@ -348,7 +390,7 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             last = (now, done);
         }
     }
-    let cpu_after = options.pid.and_then(process_cpu_secs);
+    let cpu_after = servers_cpu_secs(&options.pid);
     let _ = stop_tx.send(true);
 
     let mut latency = new_histogram();
@@ -371,9 +413,10 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     };
     Ok(FanoutReport {
         scenario: "fanout",
-        url: options.url.clone(),
+        url: options.url.join(","),
         clients: options.clients,
         connected,
+        stalled,
         connect_errors: shared.connect_errors.load(Ordering::Relaxed),
         first_connect_error: shared.first_error(),
         connects_per_sec: connected as f64 / connect_time.as_secs_f64(),
@@ -402,6 +445,14 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
             .filter(|_| delivered > 0)
             .map(|cpu| cpu * 1e6 / delivered as f64),
     })
+}
+
+/// The CPU seconds of the given processes added up; `None` without any or when one is gone.
+fn servers_cpu_secs(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| process_cpu_secs(*pid)).sum()
 }
 
 /// Latencies from 1 µs to an hour, three significant digits.

@@ -128,7 +128,7 @@ pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
                     let runtime = workers::runtime()?;
                     let indices = (w..options.clients).step_by(threads).collect();
                     let conns = runtime.block_on(workers::connect_share(
-                        &target,
+                        std::slice::from_ref(&target),
                         indices,
                         &options.source_ips,
                         &shared,

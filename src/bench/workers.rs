@@ -94,9 +94,9 @@ pub(crate) fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Connects the connections `indices`, source addresses round-robin by index.
+/// Connects the connections `indices`, targets and source addresses round-robin by index.
 pub(crate) async fn connect_share(
-    target: &Target,
+    targets: &[Target],
     indices: Vec<usize>,
     sources: &[IpAddr],
     shared: &Shared,
@@ -104,6 +104,7 @@ pub(crate) async fn connect_share(
     futures_util::stream::iter(indices)
         .map(|i| {
             let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let target = &targets[i % targets.len()];
             async move { (i, client::connect(target, source).await) }
         })
         .buffer_unordered(CONNECT_CONCURRENCY)

@@ -83,6 +83,16 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn connect(&self) -> Client {
         Client::connect(&self.ws_url()).await
     }

@@ -66,6 +66,11 @@ pub const FILE_NAME: &str = "chat.sqlite3";
 pub const LOCK_NAME: &str = "chat.lock";
 /// How often the checkpointer moves the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// WAL frames (pages) beyond which the checkpointer makes the next commit start the WAL
+/// over. A passive checkpoint leaves that to the next commit, and only when it finds every
+/// frame copied; under steady writes one always slips in first, and the WAL file (and its
+/// index, mapped into memory) would grow for ever.
+const WAL_RESTART_FRAMES: i64 = 1000;
 
 const INSERT_MESSAGE: &str =
     "INSERT INTO messages (room, id, ts_ms, from_id, from_name, text, client_id)
@@ -199,22 +204,33 @@ fn start_checkpointer(path: PathBuf) -> rusqlite::Result<(mpsc::Sender<()>, Join
     let thread = std::thread::Builder::new()
         .name("chat-checkpoint".into())
         .spawn(move || {
-            let checkpoint = |mode: &str| {
-                let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                    r.get::<_, i64>(0)
-                });
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "chat database checkpoint failed");
-                }
-            };
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
             {
-                checkpoint("PASSIVE");
+                checkpoint_step(&conn);
             }
-            checkpoint("TRUNCATE");
+            let _ = checkpoint(&conn, "TRUNCATE");
         })
         .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?;
     Ok((stop, thread))
+}
+
+/// One round of the checkpointer: copies the WAL into the database without waiting for
+/// anyone; when the WAL has grown past [`WAL_RESTART_FRAMES`], finishes the copy and has the
+/// next commit start the WAL over (`RESTART`: the writer waits meanwhile, for as long as it
+/// takes to copy the frames written since the passive pass).
+fn checkpoint_step(conn: &Connection) {
+    if checkpoint(conn, "PASSIVE").is_some_and(|frames| frames >= WAL_RESTART_FRAMES) {
+        let _ = checkpoint(conn, "RESTART");
+    }
+}
+
+/// Runs one checkpoint; returns the frames the WAL held, or `None` when it failed (logged).
+fn checkpoint(conn: &Connection, mode: &str) -> Option<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    })
+    .inspect_err(|e| tracing::warn!(error = %e, "chat database checkpoint failed"))
+    .ok()
 }
 
 /// Runs the migrations the database has not had, in one exclusive transaction (which also
