@@ -65,19 +65,17 @@ async fn idle_reports_connects_and_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_are_left_out_and_urls_take_turns() {
-    let mut cfg = config();
-    // Small enough that a client that never reads overflows within the run.
-    cfg.limits.max_outbox_bytes = 256 * 1024;
-    let server = TestServer::start(cfg).await;
+    let server = TestServer::start(config()).await;
     let mut options = FanoutOptions::new(server.ws_url(), 12);
     // Two URLs for one server: the clients alternate between them.
     options.url.push(format!("{}/", server.ws_url()));
     options.senders = 2;
     options.stall = 2;
-    // 10 MB for each stalled client: more than the kernel buffers of a loopback socket hold.
+    // 14 MB for each stalled client: more than the kernel buffers of a loopback socket
+    // (about 4 MB) and its 1 MiB outbox hold.
     options.rate = 500.0;
     options.payload = 3500;
-    options.duration = 3.0;
+    options.duration = 4.0;
     options.threads = Some(1);
     let report = tokio::task::spawn_blocking(move || run_fanout(&options))
         .await

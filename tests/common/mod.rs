@@ -85,12 +85,18 @@ impl TestServer {
 
     /// The text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.http("/metrics"))
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        let (head, mut stream) = raw_request(self.addr, &request).await;
+        assert_eq!(status_of(&head), 200, "{head}");
+        let mut body = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut body))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .expect("the body in time")
+            .unwrap();
+        body
     }
 
     pub async fn connect(&self) -> Client {

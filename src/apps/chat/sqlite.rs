@@ -325,11 +325,20 @@ fn add_reactions(
     Ok(())
 }
 
+/// Starts a write transaction holding the write lock from the start (waiting for it as long
+/// as the busy timeout allows). A deferred transaction that reads first would have to
+/// upgrade, and an upgrade that finds the lock taken (by a `RESTART` checkpoint, which holds
+/// it while it waits for readers) fails at once with "database is locked".
+fn begin_write(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)
+}
+
 impl ChatStore for SqliteStore {
     fn apply(&mut self, writes: &[Write]) -> Result<Vec<Applied>, StoreError> {
         let keep = self.retention.count;
         let cache = &self.last_ids;
-        let tx = self.conn.transaction().map_err(failed)?;
+        let tx = begin_write(&mut self.conn)?;
         let mut results = Vec::with_capacity(writes.len());
         // The rooms this batch appends to: (room, last id before, last id after, time of the
         // last message).
@@ -473,7 +482,7 @@ impl ChatStore for SqliteStore {
             return Ok(0);
         }
         let cutoff = now_ms - self.retention.age_ms;
-        let tx = self.conn.transaction().map_err(failed)?;
+        let tx = begin_write(&mut self.conn)?;
         let run = || -> rusqlite::Result<u64> {
             // Per room, everything up to the newest expired message: the oldest go first even
             // if the clock went back at some point.
@@ -564,23 +573,47 @@ mod tests {
         assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
     }
 
+    fn message(text: &str) -> Write {
+        Write::Append(crate::apps::chat::store::NewMessage {
+            room: "r".into(),
+            from: crate::apps::chat::protocol::Member {
+                id: crate::ids::Id::random(),
+                name: "a".into(),
+            },
+            text: text.into(),
+            client_id: None,
+            ts_ms: 1,
+            delivery: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_batch_waits_for_a_write_lock_held_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path(), retention(), Synchronous::Normal).unwrap();
+        s.conn.execute_batch("CREATE TABLE other (x)").unwrap();
+        // Another connection (as a RESTART checkpoint does) holds the write lock a while and
+        // commits; the batch, which reads before it writes, waits instead of failing.
+        let other = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            other
+                .execute_batch("BEGIN IMMEDIATE; INSERT INTO other VALUES (1)")
+                .unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        held.recv().unwrap();
+        assert_eq!(s.apply(&[message("1")]).unwrap(), [Applied::Appended(1)]);
+        holder.join().unwrap();
+    }
+
     #[test]
     fn a_failed_batch_uses_up_no_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path(), retention(), Synchronous::Normal).unwrap();
-        let m = |text: &str| {
-            Write::Append(crate::apps::chat::store::NewMessage {
-                room: "r".into(),
-                from: crate::apps::chat::protocol::Member {
-                    id: crate::ids::Id::random(),
-                    name: "a".into(),
-                },
-                text: text.into(),
-                client_id: None,
-                ts_ms: 1,
-                delivery: Default::default(),
-            })
-        };
+        let m = message;
         assert_eq!(s.apply(&[m("1")]).unwrap(), [Applied::Appended(1)]);
         // Make the next insert fail after the first write of the batch succeeded.
         s.conn
