@@ -218,9 +218,9 @@ impl Conn {
         self.outbox.state.lock().expect("outbox lock").close.clone()
     }
 
-    /// Registers the task's waker and moves queued frames into `into`.
-    pub(crate) fn drain(&self, cx: &Context<'_>, into: &mut VecDeque<Bytes>) {
-        self.register(cx);
+    /// Moves queued frames into `into`. The task registers its waker (`register`) first in
+    /// the same poll, so a push that comes after this drain wakes it.
+    pub(crate) fn drain(&self, into: &mut VecDeque<Bytes>) {
         let mut state = self.outbox.state.lock().expect("outbox lock");
         if into.is_empty() {
             // Swap so that the task's and the outbox's buffers keep their capacity.
@@ -246,7 +246,6 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
 
     fn conn(limit: usize) -> Conn {
         Conn::new(
@@ -268,9 +267,8 @@ mod tests {
         let f = OutFrame::text(b"abc"); // 5 bytes encoded
         assert_eq!(c.push(&f), Ok(()));
         assert_eq!(c.push(&f), Ok(()));
-        let cx = Context::from_waker(Waker::noop());
         let mut into = VecDeque::new();
-        c.drain(&cx, &mut into);
+        c.drain(&mut into);
         assert_eq!(into.len(), 2);
         // Drained but unwritten bytes still count against the bound...
         assert_eq!(c.queued_bytes(), 10);
@@ -288,9 +286,8 @@ mod tests {
         assert_eq!(c.push(&f), Err(PushError::Full));
         assert_eq!(c.queued_bytes(), 0, "the unsent frames were dropped");
         assert_eq!(c.push(&f), Err(PushError::Full), "full until it is gone");
-        let cx = Context::from_waker(Waker::noop());
         let mut into = VecDeque::new();
-        c.drain(&cx, &mut into);
+        c.drain(&mut into);
         assert!(into.is_empty());
         let close = c.close_request().unwrap();
         assert_eq!((close.code, close.reason), (1008, SLOW_CONSUMER));
@@ -305,8 +302,7 @@ mod tests {
         assert!(c.request_close(1000, "bye"));
         assert!(!c.request_close(1001, "again"), "first request wins");
         assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
-        let cx = Context::from_waker(Waker::noop());
-        c.drain(&cx, &mut VecDeque::new());
+        c.drain(&mut VecDeque::new());
         assert_eq!(c.close_request().unwrap().code, 1000);
         c.mark_closed();
         assert_eq!(c.push(&OutFrame::text(b"x")), Err(PushError::Gone));
@@ -319,10 +315,9 @@ mod tests {
         let f = OutFrame::text(b"shared");
         a.push(&f).unwrap();
         b.push(&f).unwrap();
-        let cx = Context::from_waker(Waker::noop());
         let (mut qa, mut qb) = (VecDeque::new(), VecDeque::new());
-        a.drain(&cx, &mut qa);
-        b.drain(&cx, &mut qb);
+        a.drain(&mut qa);
+        b.drain(&mut qb);
         assert_eq!(qa[0].as_ptr(), qb[0].as_ptr());
     }
 }

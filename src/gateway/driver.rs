@@ -377,7 +377,12 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.out.is_empty() {
-                self.conn.drain(cx, &mut self.out);
+                // Nothing queued or unwritten: skip the outbox lock. A push after this check
+                // wakes the task (its waker is registered).
+                if self.conn.queued_bytes() == 0 {
+                    return Pin::new(&mut self.io).poll_flush(cx);
+                }
+                self.conn.drain(&mut self.out);
                 if self.out.is_empty() {
                     return Pin::new(&mut self.io).poll_flush(cx);
                 }
@@ -408,10 +413,7 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                     left = 0;
                 }
             }
-            self.gw
-                .metrics
-                .frames_out
-                .fetch_add(frames, Ordering::Relaxed);
+            self.gw.metrics.frames_out.add(frames);
         }
     }
 

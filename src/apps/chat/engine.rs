@@ -641,7 +641,6 @@ impl Engine {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
-    use std::task::{Context, Waker};
 
     use crate::apps::chat::presence::LocalPresence;
     use crate::apps::chat::store::{Page, Recovery, RoomInfo};
@@ -675,7 +674,7 @@ mod tests {
 
     fn frames(conn: &Conn) -> Vec<serde_json::Value> {
         let mut queued = VecDeque::new();
-        conn.drain(&Context::from_waker(Waker::noop()), &mut queued);
+        conn.drain(&mut queued);
         queued
             .iter()
             .map(|b| {
