@@ -4,12 +4,31 @@ use chrono::{DateTime, Utc};
 
 /// Milliseconds since the Unix epoch.
 ///
-/// Read on every frame queued (the activity clock), so without a detour through a calendar
-/// date.
+/// Without a detour through a calendar date.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Milliseconds since the Unix epoch from the kernel's coarse clock (the time of the last
+/// scheduler tick, a few ms behind; a third of the cost of [`now_ms`]).
+///
+/// For the activity clock, which every queued frame sets: a broadcast to 1,000 clients reads
+/// it 1,000 times, and the idle timeout it serves counts minutes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn coarse_now_ms() -> i64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map_or_else(
+        |_| now_ms(),
+        |t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000,
+    )
+}
+
+/// Milliseconds since the Unix epoch (no coarse clock on this system).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn coarse_now_ms() -> i64 {
+    now_ms()
 }
 
 fn datetime(ms: i64) -> DateTime<Utc> {
@@ -29,6 +48,12 @@ pub fn iso_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_is_within_a_few_ticks_of_the_precise_one() {
+        let (coarse, precise) = (coarse_now_ms(), now_ms());
+        assert!((precise - coarse).abs() < 100, "{coarse} vs {precise}");
+    }
 
     #[test]
     fn formats() {

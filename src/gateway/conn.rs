@@ -98,12 +98,16 @@ impl Conn {
 
     /// When the connection last had traffic, epoch milliseconds.
     pub fn last_active_ms(&self) -> i64 {
-        self.last_active_ms.load(Ordering::Relaxed)
+        // The coarse clock may run a few ms behind the connect time.
+        self.last_active_ms
+            .load(Ordering::Relaxed)
+            .max(self.context.connected_at_ms)
     }
 
-    /// Records traffic now.
+    /// Records traffic now (to the coarse clock's few milliseconds).
     pub fn touch(&self) {
-        self.last_active_ms.store(time::now_ms(), Ordering::Relaxed);
+        self.last_active_ms
+            .store(time::coarse_now_ms(), Ordering::Relaxed);
     }
 
     /// Unsent bytes in the outbox.
