@@ -290,6 +290,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sharded_counter_sums_what_every_thread_added() {
+        let counter = ShardedCounter::default();
+        std::thread::scope(|scope| {
+            for _ in 0..(2 * SHARDS) {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        counter.add(3);
+                    }
+                });
+            }
+        });
+        assert_eq!(counter.get(), 2 * SHARDS as u64 * 3000);
+    }
+
+    #[test]
     fn histograms_are_cumulative() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(200));
