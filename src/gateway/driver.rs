@@ -377,12 +377,11 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.out.is_empty() {
-                // Nothing queued or unwritten: skip the outbox lock. A push after this check
-                // wakes the task (its waker is registered).
-                if self.conn.queued_bytes() == 0 {
-                    return Pin::new(&mut self.io).poll_flush(cx);
+                // With no bytes queued or unwritten the outbox lock is skipped. A push after
+                // this check wakes the task (its waker is registered).
+                if self.conn.queued_bytes() > 0 {
+                    self.conn.drain(&mut self.out);
                 }
-                self.conn.drain(&mut self.out);
                 if self.out.is_empty() {
                     return Pin::new(&mut self.io).poll_flush(cx);
                 }

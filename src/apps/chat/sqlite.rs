@@ -613,15 +613,14 @@ mod tests {
     fn a_failed_batch_uses_up_no_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path(), retention(), Synchronous::Normal).unwrap();
-        let m = message;
-        assert_eq!(s.apply(&[m("1")]).unwrap(), [Applied::Appended(1)]);
+        assert_eq!(s.apply(&[message("1")]).unwrap(), [Applied::Appended(1)]);
         // Make the next insert fail after the first write of the batch succeeded.
         s.conn
             .execute_batch("CREATE TRIGGER no_twos BEFORE INSERT ON messages WHEN NEW.text = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END;")
             .unwrap();
-        assert!(s.apply(&[m("2"), m("bad")]).is_err());
+        assert!(s.apply(&[message("2"), message("bad")]).is_err());
         assert_eq!(s.last_id("r").unwrap(), 1);
-        assert_eq!(s.apply(&[m("3")]).unwrap(), [Applied::Appended(2)]);
+        assert_eq!(s.apply(&[message("3")]).unwrap(), [Applied::Appended(2)]);
         assert_eq!(s.before("r", None, 10).unwrap().messages.len(), 2);
     }
 }
