@@ -164,7 +164,9 @@ async fn the_aws_cli_drives_the_management_api() {
     let mut client = server.connect().await;
     let id = client.chat_id().await;
     let endpoint = server.endpoint();
-    let args = |op: &'static str| vec![op, "--endpoint-url", &endpoint, "--connection-id", &id];
+    // One argument: an id may start with `-`, which the AWS CLI would take for an option.
+    let id_arg = format!("--connection-id={id}");
+    let args = |op: &'static str| vec![op, "--endpoint-url", &endpoint, &id_arg];
 
     let mut post = args("post-to-connection");
     post.extend(["--data", "pushed by the AWS CLI"]);
@@ -413,8 +415,7 @@ async fn configured_credentials_require_valid_signatures() {
             "get-connection",
             "--endpoint-url",
             &server.endpoint(),
-            "--connection-id",
-            &id,
+            &format!("--connection-id={id}"),
         ])
         .env("AWS_ACCESS_KEY_ID", "AKIDSWITCHBOARD")
         .env("AWS_SECRET_ACCESS_KEY", "s3cr3t/with+chars")
