@@ -146,7 +146,9 @@ impl Conn {
                 outbox.waker.wake();
                 return Err(PushError::Full);
             }
-            outbox.bytes.store(queued + len, Ordering::Relaxed);
+            // An add, not a store of `queued + len`: the task gives bytes back without the
+            // lock, and a store would undo a release made since the load.
+            outbox.bytes.fetch_add(len, Ordering::Relaxed);
             state.frames.push_back(frame.bytes().clone());
             state.frames.len() == 1
         };
@@ -250,6 +252,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn conn(limit: usize) -> Conn {
         Conn::new(
@@ -323,5 +326,33 @@ mod tests {
         a.drain(&mut qa);
         b.drain(&mut qb);
         assert_eq!(qa[0].as_ptr(), qb[0].as_ptr());
+    }
+
+    #[test]
+    fn the_byte_count_survives_pushes_racing_with_writes() {
+        // The task gives bytes back without the outbox lock while pushes add under it; the
+        // count must end at zero once everything pushed has been written.
+        let c = Arc::new(conn(usize::MAX));
+        const PUSHES: usize = 200_000;
+        let pusher = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let f = OutFrame::text(b"x");
+                for _ in 0..PUSHES {
+                    c.push(&f).unwrap();
+                }
+            })
+        };
+        let mut written = 0;
+        let mut into = VecDeque::new();
+        while written < PUSHES {
+            c.drain(&mut into);
+            for frame in into.drain(..) {
+                c.release(frame.len());
+                written += 1;
+            }
+        }
+        pusher.join().unwrap();
+        assert_eq!(c.queued_bytes(), 0);
     }
 }
