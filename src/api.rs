@@ -192,8 +192,8 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deferred::Deferred;
     use crate::event::{Event, Response};
-    use crate::gateway::registry::Deferred;
     use crate::integration::Invocation;
     use bytes::Bytes;
 

@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
+use crate::deferred::Deferred;
 use crate::gateway::frame::OutFrame;
-use crate::gateway::registry::{ConnectionInfo, Deferred, ManageError, Registry};
+use crate::gateway::registry::{ConnectionInfo, ManageError, Registry};
 use crate::ids::Id;
 use crate::metrics::Metrics;
 use crate::sigv4::{Credential, SignedRequest, Verifier};
@@ -30,6 +31,8 @@ pub struct ManagementApi {
     max_payload: usize,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
+    /// Where posts that must await another node are finished when the caller does not wait.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for ManagementApi {
@@ -59,6 +62,7 @@ impl ManagementApi {
             max_payload,
             verifier: Arc::default(),
             metrics: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -103,6 +107,29 @@ impl ManagementApi {
     /// Posts an already encoded frame; the way to send one payload to many connections.
     pub fn post_frame(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
         self.count(self.registry.post(id, frame))
+    }
+
+    /// Posts an encoded frame without waiting for the outcome, for callers that are not on the
+    /// runtime (the chat's store thread) or must not wait: a local outcome is returned now; a
+    /// post that must reach another node is finished on the runtime this API was built on, its
+    /// failure logged, and counts as queued here.
+    pub fn post_frame_detached(&self, id: &Id, frame: &OutFrame) -> Result<(), ManageError> {
+        match self.post_frame(id, frame) {
+            Deferred::Ready(result) => result,
+            Deferred::Pending(future) => {
+                let id = *id;
+                let finish = async move {
+                    if let Err(e) = future.await {
+                        tracing::debug!(connection_id = %id, error = %e, "post not delivered");
+                    }
+                };
+                match &self.runtime {
+                    Some(rt) => drop(rt.spawn(finish)),
+                    None => tracing::warn!(connection_id = %id, "no runtime to finish a post"),
+                }
+                Ok(())
+            }
+        }
     }
 
     /// GetConnection.

@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::deferred::Deferred;
 use crate::gateway::conn::Conn;
 use crate::gateway::frame::OutFrame;
-use crate::gateway::registry::{ConnectionInfo, Deferred, LocalRegistry, ManageError, Registry};
+use crate::gateway::registry::{ConnectionInfo, LocalRegistry, ManageError, Registry};
 use crate::ids::Id;
 
 /// How a node joins a cluster.

@@ -31,11 +31,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
 use crate::api::Route;
+use crate::deferred::Deferred;
 use crate::event::{Event, EventKind, Message, Response};
 use crate::gateway::Gateway;
 use crate::gateway::conn::{Conn, SLOW_CONSUMER};
 use crate::gateway::frame::{Decoded, Decoder, OutFrame, Violation};
-use crate::gateway::registry::Deferred;
 use crate::ids::Id;
 use crate::integration::IntegrationError;
 use crate::limits::TokenBucket;

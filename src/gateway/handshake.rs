@@ -290,8 +290,8 @@ pub async fn accept(
         let started = std::time::Instant::now();
         let invocation = route.integration.invoke(&event);
         let result = match invocation {
-            crate::gateway::registry::Deferred::Ready(r) => r,
-            crate::gateway::registry::Deferred::Pending(f) => {
+            crate::deferred::Deferred::Ready(r) => r,
+            crate::deferred::Deferred::Pending(f) => {
                 tokio::time::timeout(gw.limits.integration_timeout(), f)
                     .await
                     .unwrap_or(Err(IntegrationError::Timeout))

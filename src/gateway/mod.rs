@@ -20,12 +20,13 @@ use tracing::Instrument;
 
 use crate::api::{Api, keys};
 use crate::config::Limits;
+use crate::deferred::Deferred;
 use crate::event::{ApiContext, Event, EventKind};
 use crate::gateway::conn::Conn;
 use crate::gateway::driver::{Disconnect, Driver};
 use crate::gateway::frame::DecodeLimits;
 use crate::gateway::handshake::Accepted;
-use crate::gateway::registry::{Deferred, Registry};
+use crate::gateway::registry::Registry;
 use crate::ids::Id;
 use crate::management::ManagementApi;
 use crate::metrics::Metrics;

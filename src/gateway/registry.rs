@@ -6,41 +6,13 @@
 //! synchronously ([`Deferred::Ready`]) so the broadcast path never allocates a future.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::BuildHasher;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use crate::deferred::Deferred;
 use crate::gateway::conn::{Conn, PushError};
 use crate::gateway::frame::OutFrame;
 use crate::ids::Id;
-
-/// A result that is either ready now or needs awaiting (a remote node, an HTTP backend).
-pub enum Deferred<T> {
-    /// Available now.
-    Ready(T),
-    /// Available later.
-    Pending(Pin<Box<dyn Future<Output = T> + Send + 'static>>),
-}
-
-impl<T> Deferred<T> {
-    /// Awaits the result.
-    pub async fn resolve(self) -> T {
-        match self {
-            Deferred::Ready(value) => value,
-            Deferred::Pending(future) => future.await,
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Deferred<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Deferred::Ready(_) => "Deferred::Ready",
-            Deferred::Pending(_) => "Deferred::Pending",
-        })
-    }
-}
 
 /// Why a management operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,8 +5,8 @@
 
 use base64::Engine;
 
+use crate::deferred::Deferred;
 use crate::event::{Event, Response};
-use crate::gateway::registry::Deferred;
 use crate::integration::{Integration, Invocation};
 
 /// Sends every message back to its sender.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::deferred::Deferred;
 use crate::event::{Event, Response};
-use crate::gateway::registry::Deferred;
 
 pub mod definition;
 pub mod echo;

@@ -30,9 +30,9 @@ use crate::apps::chat::protocol::{
     RoomSummary,
 };
 use crate::apps::chat::store::{Applied, ChatStore, Delivery, NewMessage, StoreError, Write};
+use crate::deferred::Deferred;
 use crate::event::Response;
 use crate::gateway::frame::OutFrame;
-use crate::gateway::registry::Deferred;
 use crate::ids::Id;
 use crate::integration::{IntegrationError, Invocation};
 use crate::management::ManagementApi;
@@ -152,7 +152,6 @@ pub(crate) fn start(
         history_default: config.history_default,
         recovery_max: config.recovery_max,
         lobby: Room::from(LOBBY),
-        runtime,
         writes: Vec::new(),
         pending: Vec::new(),
         gone: Vec::new(),
@@ -179,7 +178,6 @@ struct Engine {
     history_default: usize,
     recovery_max: usize,
     lobby: Room,
-    runtime: Option<Handle>,
     /// Writes gathered since the last flush, and what to do with each once stored.
     writes: Vec<Write>,
     pending: Vec<Pending>,
@@ -623,16 +621,8 @@ impl Engine {
     }
 
     fn reply(&self, id: Id, frame: &OutFrame) {
-        match self.management.post_frame(&id, frame) {
-            Deferred::Ready(Ok(())) => {}
-            Deferred::Ready(Err(e)) => {
-                tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
-            }
-            Deferred::Pending(f) => {
-                if let Some(rt) = &self.runtime {
-                    rt.spawn(f);
-                }
-            }
+        if let Err(e) = self.management.post_frame_detached(&id, frame) {
+            tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
         }
     }
 }

@@ -16,9 +16,10 @@
 use std::sync::Arc;
 
 use crate::api::{Api, ApiError, keys};
+use crate::deferred::Deferred;
 use crate::event::{Event, Response};
 use crate::gateway::frame::OutFrame;
-use crate::gateway::registry::{Deferred, ManageError};
+use crate::gateway::registry::ManageError;
 use crate::integration::{Integration, IntegrationError, Invocation};
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
@@ -146,7 +147,7 @@ impl Chat {
     }
 
     fn reply(&self, id: crate::ids::Id, frame: &OutFrame) {
-        if let Deferred::Ready(Err(e)) = self.management.post_frame(&id, frame) {
+        if let Err(e) = self.management.post_frame_detached(&id, frame) {
             tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
         }
     }

@@ -14,11 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use tokio::runtime::Handle;
-
 use crate::apps::chat::protocol::{Member, Name, Room, default_name};
 use crate::gateway::frame::OutFrame;
-use crate::gateway::registry::{Deferred, ManageError};
+use crate::gateway::registry::ManageError;
 use crate::ids::Id;
 use crate::management::ManagementApi;
 use crate::time;
@@ -102,7 +100,6 @@ impl State {
 /// Presence for the connections of this process.
 pub struct LocalPresence {
     management: ManagementApi,
-    runtime: Option<Handle>,
     state: Mutex<State>,
 }
 
@@ -113,12 +110,11 @@ impl std::fmt::Debug for LocalPresence {
 }
 
 impl LocalPresence {
-    /// Presence that delivers through `management`. Posts that have to be awaited (a
-    /// registry of several nodes) are finished on the Tokio runtime current here, if any.
+    /// Presence that delivers through `management` (without waiting: see
+    /// [`ManagementApi::post_frame_detached`]).
     pub fn new(management: ManagementApi) -> Self {
         LocalPresence {
             management,
-            runtime: Handle::try_current().ok(),
             state: Mutex::default(),
         }
     }
@@ -160,9 +156,9 @@ impl LocalPresence {
             if skip.contains(id) {
                 continue;
             }
-            match self.management.post_frame(id, frame) {
-                Deferred::Ready(Ok(())) => {}
-                Deferred::Ready(Err(ManageError::Gone)) => {
+            match self.management.post_frame_detached(id, frame) {
+                Ok(()) => {}
+                Err(ManageError::Gone) => {
                     let young = state
                         .connections
                         .get(id)
@@ -171,18 +167,12 @@ impl LocalPresence {
                         gone.push(*id);
                     }
                 }
-                Deferred::Ready(Err(ManageError::Full)) => {
+                Err(ManageError::Full) => {
                     tracing::debug!(connection_id = %id, "outbox full, frame not queued for this client");
                 }
-                Deferred::Ready(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(connection_id = %id, error = %e, "post failed");
                 }
-                Deferred::Pending(f) => match &self.runtime {
-                    Some(rt) => {
-                        rt.spawn(f);
-                    }
-                    None => tracing::warn!(connection_id = %id, "no runtime to finish a post"),
-                },
             }
         }
     }
