@@ -59,9 +59,6 @@ pub enum ApiError {
     /// `$connect` and `$disconnect` have no response to send.
     #[error("route {0} cannot have a route response")]
     TwoWayNotAllowed(String),
-    /// A backend the API needs could not be set up.
-    #[error("{0}")]
-    Backend(String),
 }
 
 /// The routes of one API.
@@ -132,14 +129,9 @@ impl Api {
         Ok(self)
     }
 
-    /// The route selection expression.
-    pub fn selection(&self) -> &SelectionExpression {
-        &self.selection
-    }
-
     /// A route by key.
-    pub fn get(&self, key: &str) -> Option<&Route> {
-        self.routes.get(key).map(|r| &**r)
+    pub fn get(&self, key: &str) -> Option<&Arc<Route>> {
+        self.routes.get(key)
     }
 
     /// Every route.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::apps::chat::ChatConfig;
 use crate::cluster::ClusterConfig;
-use crate::integration::definition::{ApiDefinition, AuthorizerSpec, RouteSpec};
+use crate::integration::definition::{ApiDefinition, AuthorizerSpec, DefinitionError, RouteSpec};
 use crate::sigv4::Credential;
 use crate::tls::TlsFiles;
 
@@ -189,6 +189,101 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The configuration that `settings` describe: the file's (defaults without one), then the
+    /// flags over it, validated.
+    pub fn load(settings: &Settings) -> Result<Config, ConfigError> {
+        let file = match &settings.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let base_dir = match settings.config.as_deref().and_then(std::path::Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let api = file.definition(&base_dir);
+        // Relative certificate paths are relative to the configuration file, like every path in it.
+        let tls = file.tls.map(|t| TlsFiles {
+            cert: base_dir.join(t.cert),
+            key: base_dir.join(t.key),
+        });
+        let mut config = Config {
+            data_dir: settings.data_dir.clone(),
+            management_credentials: file.management.credentials()?,
+            tls,
+            cluster: file.cluster.as_ref().map(|c| c.to_config()).transpose()?,
+            api,
+            limits: file.limits,
+            chat: file.chat,
+            ..Config::default()
+        };
+        if let Some(stage) = file.stage {
+            config.stage = stage;
+        }
+        if let Some(api_id) = file.api_id {
+            config.api_id = api_id;
+        }
+        if let Some(app) = file.app {
+            config.app = app;
+        }
+        if let Some(secs) = file.drain_timeout_secs {
+            config.drain_timeout = Duration::from_secs(secs);
+        }
+        // Flags win over the file.
+        if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
+            config.tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(url) = &settings.redis {
+            let mut cluster = config
+                .cluster
+                .take()
+                .unwrap_or_else(|| ClusterConfig::new(url.clone(), default_node_id()));
+            cluster.redis_url = url.clone();
+            config.cluster = Some(cluster);
+        }
+        if let Some(node_id) = &settings.node_id {
+            let Some(cluster) = config.cluster.as_mut() else {
+                return Err(ConfigError::Invalid {
+                    key: "--node-id".into(),
+                    reason: "needs --redis or a [cluster] section in the configuration".into(),
+                });
+            };
+            cluster.node_id = node_id.clone();
+        }
+        if let Some(stage) = &settings.stage {
+            config.stage = stage.clone();
+        }
+        if let Some(app) = settings.app {
+            config.app = app;
+        }
+        let limits = &mut config.limits;
+        if let Some(v) = settings.max_frame_bytes {
+            limits.max_frame_bytes = v;
+        }
+        if let Some(v) = settings.max_message_bytes {
+            limits.max_message_bytes = v;
+        }
+        if settings.accept_binary {
+            limits.accept_binary = true;
+        }
+        if let Some(v) = settings.idle_timeout_secs {
+            limits.idle_timeout_secs = v;
+        }
+        if let Some(v) = settings.max_lifetime_secs {
+            limits.max_lifetime_secs = v;
+        }
+        if let Some(v) = settings.max_outbox_bytes {
+            limits.max_outbox_bytes = v;
+        }
+        if let Some(v) = settings.drain_timeout_secs {
+            config.drain_timeout = Duration::from_secs(v);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_stage(&self.stage)?;
@@ -303,6 +398,57 @@ impl ClusterSection {
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         Ok(config)
     }
+}
+
+/// What the command line sets: the configuration file and the flags that override it (see
+/// `switchboard serve --help`). [`Config::load`] turns it into a [`Config`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Settings {
+    /// Stage name: the WebSocket path and the management API prefix [default: dev].
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Directory for persistent state, created on demand.
+    #[arg(long, default_value = "./switchboard-data")]
+    pub data_dir: PathBuf,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Built-in API to serve [default: chat].
+    #[arg(long, value_enum)]
+    pub app: Option<BuiltinApp>,
+    /// Largest frame in bytes; larger closes with 1009 [default: 32768].
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest message in bytes; larger closes with 1009 [default: 131072].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Accept binary frames instead of closing with 1003.
+    #[arg(long)]
+    pub accept_binary: bool,
+    /// Idle timeout in seconds [default: 600].
+    #[arg(long)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Maximum connection lifetime in seconds [default: 7200].
+    #[arg(long)]
+    pub max_lifetime_secs: Option<u64>,
+    /// Unsent bytes a connection may queue before posts answer 429 [default: 1048576].
+    #[arg(long)]
+    pub max_outbox_bytes: Option<usize>,
+    /// Seconds a graceful shutdown waits for connections to close [default: 10].
+    #[arg(long)]
+    pub drain_timeout_secs: Option<u64>,
+    /// Join a cluster: the Redis (or Valkey) URL shared by every node.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME-PID].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `{hostname}-{pid}`: unique among the processes of a cluster.
@@ -436,9 +582,73 @@ pub enum ConfigError {
     },
 }
 
+impl From<DefinitionError> for ConfigError {
+    fn from(e: DefinitionError) -> Self {
+        ConfigError::Invalid {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_reads_the_file_then_applies_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "stage = \"prod\"\ndrain_timeout_secs = 3\n[limits]\nidle_timeout_secs = 30\nmax_frame_bytes = 1000\n",
+        )
+        .unwrap();
+        let settings = Settings {
+            config: Some(path),
+            data_dir: dir.path().join("data"),
+            max_frame_bytes: Some(2000),
+            ..Settings::default()
+        };
+        let config = Config::load(&settings).unwrap();
+        assert_eq!(config.stage, "prod");
+        assert_eq!(config.drain_timeout, Duration::from_secs(3));
+        assert_eq!(config.limits.idle_timeout_secs, 30);
+        assert_eq!(
+            config.limits.max_frame_bytes, 2000,
+            "a flag wins over the file"
+        );
+        assert_eq!(config.data_dir, dir.path().join("data"));
+
+        let staged = Settings {
+            stage: Some("dev2".into()),
+            ..settings
+        };
+        assert_eq!(Config::load(&staged).unwrap().stage, "dev2");
+    }
+
+    #[test]
+    fn load_refuses_what_cannot_work() {
+        let lone_node = Settings {
+            node_id: Some("a".into()),
+            ..Settings::default()
+        };
+        let e = Config::load(&lone_node).unwrap_err();
+        assert!(e.to_string().contains("--node-id"), "{e}");
+        let bad_stage = Settings {
+            stage: Some("no/slash".into()),
+            ..Settings::default()
+        };
+        assert!(Config::load(&bad_stage).is_err());
+        let missing = Settings {
+            config: Some("/nonexistent/switchboard.toml".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            Config::load(&missing),
+            Err(ConfigError::Read { .. })
+        ));
+    }
 
     #[test]
     fn defaults_are_api_gateways() {

@@ -1,14 +1,11 @@
 //! The `switchboard` binary: parses arguments, sets up logging, and calls the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::cli::{self, ConnectOptions, ManageCall};
-use switchboard::cluster::ClusterConfig;
-use switchboard::config::{BuiltinApp, Config, FileConfig, default_node_id};
+use switchboard::config::{Config, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -48,54 +45,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHBOARD_LISTEN")]
     listen: SocketAddr,
-    /// Stage name: the WebSocket path and the management API prefix [default: dev].
-    #[arg(long)]
-    stage: Option<String>,
-    /// Directory for persistent state, created on demand.
-    #[arg(long, default_value = "./switchboard-data")]
-    data_dir: PathBuf,
-    /// Configuration file (TOML).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Built-in API to serve [default: chat].
-    #[arg(long, value_enum)]
-    app: Option<BuiltinApp>,
-    /// Largest frame in bytes; larger closes with 1009 [default: 32768].
-    #[arg(long)]
-    max_frame_bytes: Option<usize>,
-    /// Largest message in bytes; larger closes with 1009 [default: 131072].
-    #[arg(long)]
-    max_message_bytes: Option<usize>,
-    /// Accept binary frames instead of closing with 1003.
-    #[arg(long)]
-    accept_binary: bool,
-    /// Idle timeout in seconds [default: 600].
-    #[arg(long)]
-    idle_timeout_secs: Option<u64>,
-    /// Maximum connection lifetime in seconds [default: 7200].
-    #[arg(long)]
-    max_lifetime_secs: Option<u64>,
-    /// Unsent bytes a connection may queue before posts answer 429 [default: 1048576].
-    #[arg(long)]
-    max_outbox_bytes: Option<usize>,
-    /// Seconds a graceful shutdown waits for connections to close [default: 10].
-    #[arg(long)]
-    drain_timeout_secs: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Join a cluster: the Redis (or Valkey) URL shared by every node.
-    #[arg(long, value_name = "URL")]
-    redis: Option<String>,
-    /// This node's name in the cluster [default: HOSTNAME-PID].
-    #[arg(long)]
-    node_id: Option<String>,
-    /// PEM certificate chain: serve wss:// and https:// (with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key (with --tls-cert).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Args)]
@@ -203,99 +157,9 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let base_dir = match args.config.as_deref().and_then(std::path::Path::parent) {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let api = file.definition(&base_dir);
-    // Relative certificate paths are relative to the configuration file, like every path in it.
-    let tls = file.tls.map(|t| switchboard::tls::TlsFiles {
-        cert: base_dir.join(t.cert),
-        key: base_dir.join(t.key),
-    });
-    let mut config = Config {
-        data_dir: args.data_dir.clone(),
-        management_credentials: file.management.credentials()?,
-        tls,
-        cluster: file.cluster.as_ref().map(|c| c.to_config()).transpose()?,
-        api,
-        limits: file.limits,
-        chat: file.chat,
-        ..Config::default()
-    };
-    if let Some(stage) = file.stage {
-        config.stage = stage;
-    }
-    if let Some(api_id) = file.api_id {
-        config.api_id = api_id;
-    }
-    if let Some(app) = file.app {
-        config.app = app;
-    }
-    if let Some(secs) = file.drain_timeout_secs {
-        config.drain_timeout = Duration::from_secs(secs);
-    }
-    // Flags win over the file.
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        config.tls = Some(switchboard::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        });
-    }
-    if let Some(url) = &args.redis {
-        let mut cluster = config
-            .cluster
-            .take()
-            .unwrap_or_else(|| ClusterConfig::new(url.clone(), default_node_id()));
-        cluster.redis_url = url.clone();
-        config.cluster = Some(cluster);
-    }
-    if let Some(node_id) = &args.node_id {
-        let Some(cluster) = config.cluster.as_mut() else {
-            anyhow::bail!("--node-id needs --redis or a [cluster] section in the configuration");
-        };
-        cluster.node_id = node_id.clone();
-    }
-    if let Some(stage) = &args.stage {
-        config.stage = stage.clone();
-    }
-    if let Some(app) = args.app {
-        config.app = app;
-    }
-    let limits = &mut config.limits;
-    if let Some(v) = args.max_frame_bytes {
-        limits.max_frame_bytes = v;
-    }
-    if let Some(v) = args.max_message_bytes {
-        limits.max_message_bytes = v;
-    }
-    if args.accept_binary {
-        limits.accept_binary = true;
-    }
-    if let Some(v) = args.idle_timeout_secs {
-        limits.idle_timeout_secs = v;
-    }
-    if let Some(v) = args.max_lifetime_secs {
-        limits.max_lifetime_secs = v;
-    }
-    if let Some(v) = args.max_outbox_bytes {
-        limits.max_outbox_bytes = v;
-    }
-    if let Some(v) = args.drain_timeout_secs {
-        config.drain_timeout = Duration::from_secs(v);
-    }
-    config.validate()?;
-    Ok(config)
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
-    let config = config_from(&args)?;
+    let config = Config::load(&args.settings)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",

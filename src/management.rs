@@ -66,9 +66,11 @@ impl ManagementApi {
         }
     }
 
-    /// The gateway's counters (outbox overflows are counted here, where every push passes).
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    /// Counts outbox overflows into the gateway's counters (here, where every push passes);
+    /// without it they go to counters of the API's own that nothing reads.
+    pub fn counting_into(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn count<T>(

@@ -34,6 +34,7 @@ use crate::integration::lambda::Functions;
 use crate::integration::lambda::process::ManagementEndpoint;
 use crate::limits::{Admission, Admitted, Refusal};
 use crate::management::ManagementApi;
+use crate::metrics::Metrics;
 use crate::selection::SelectionExpression;
 use crate::sigv4::Credential;
 use crate::tls::{TlsError, TlsFiles};
@@ -93,7 +94,10 @@ impl Server {
     /// Lambda functions start with [`serve`](Self::serve).
     pub fn new(config: Config) -> Result<Self, Error> {
         let app = config.app;
-        let prepared = config.api.prepare(&config.api_id)?;
+        let prepared = config
+            .api
+            .prepare(&config.api_id)
+            .map_err(ConfigError::from)?;
         let functions = prepared.functions().clone();
         let options = ChatOptions {
             chat: config.chat.clone(),
@@ -152,8 +156,10 @@ impl Server {
             Some(cluster) => cluster.clone(),
             None => Arc::new(LocalRegistry::new()),
         };
+        let metrics = Arc::new(Metrics::default());
         let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
-            .with_credentials(config.management_credentials.clone());
+            .with_credentials(config.management_credentials.clone())
+            .counting_into(metrics.clone());
         let api = build(management.clone())?;
         let api_context = ApiContext {
             api_id: config.api_id.clone(),
@@ -165,6 +171,7 @@ impl Server {
             api_context,
             registry,
             management,
+            metrics,
         );
         let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         Ok(Server {

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -33,9 +33,9 @@ use tracing::Instrument;
 use crate::api::Route;
 use crate::deferred::Deferred;
 use crate::event::{Event, EventKind, Message, Response};
-use crate::gateway::Gateway;
 use crate::gateway::conn::{Conn, SLOW_CONSUMER};
 use crate::gateway::frame::{Decoded, Decoder, OutFrame, Violation};
+use crate::gateway::{Gateway, call};
 use crate::ids::Id;
 use crate::integration::IntegrationError;
 use crate::limits::TokenBucket;
@@ -77,7 +77,6 @@ struct Invoked {
     result: Result<Response, IntegrationError>,
     request_id: Id,
     route: Arc<Route>,
-    started: Instant,
 }
 
 type InvokeFuture = Pin<Box<dyn Future<Output = Invoked> + Send>>;
@@ -177,12 +176,9 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         loop {
             match ready!(self.poll_step(cx)) {
                 Step::Message(message) => self.on_message(message),
-                Step::Invoked(invoked) => self.on_result(
-                    &invoked.route,
-                    invoked.result,
-                    invoked.request_id,
-                    invoked.started,
-                ),
+                Step::Invoked(invoked) => {
+                    self.on_result(&invoked.route, invoked.result, invoked.request_id)
+                }
                 Step::Again => {}
                 Step::Done(disconnect) => return Poll::Ready(disconnect),
             }
@@ -432,8 +428,6 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
             self.send_error("Forbidden", request_id);
             return;
         };
-        route.metrics.messages.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         let event = Event {
             route_key: &route.key,
             request_id,
@@ -446,23 +440,18 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                 json: selected.json.as_ref(),
             },
         };
-        match route.integration.invoke(&event) {
-            Deferred::Ready(result) => self.on_result(route, result, request_id, started),
+        match call::call(route, &event, gw.limits.integration_timeout()) {
+            Deferred::Ready(result) => self.on_result(route, result, request_id),
             Deferred::Pending(future) => {
-                let timeout = gw.limits.integration_timeout();
                 let route = route.clone();
                 let span = self.span();
                 let inflight = self.inflight.get_or_insert_with(FuturesUnordered::new);
                 inflight.push(Box::pin(
                     async move {
-                        let result = tokio::time::timeout(timeout, future)
-                            .await
-                            .unwrap_or(Err(IntegrationError::Timeout));
                         Invoked {
-                            result,
+                            result: future.await,
                             request_id,
                             route,
-                            started,
                         }
                     }
                     .instrument(span),
@@ -481,12 +470,9 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         route: &Route,
         result: Result<Response, IntegrationError>,
         request_id: Id,
-        started: Instant,
     ) {
-        route.metrics.latency.observe(started.elapsed());
         match result {
             Err(error) => {
-                route.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 self.span().in_scope(|| {
                     tracing::warn!(route = %route.key, %request_id, %error, "integration failed");
                 });

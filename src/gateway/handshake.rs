@@ -12,10 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::api::keys;
 use crate::event::{ConnectionContext, Event, EventKind, RequestHead, new_trace_id};
-use crate::gateway::Gateway;
 use crate::gateway::conn::Conn;
+use crate::gateway::{Gateway, call};
 use crate::ids::Id;
-use crate::integration::IntegrationError;
 use crate::time;
 
 /// Largest request head accepted, in bytes.
@@ -193,6 +192,17 @@ pub async fn accept(
     local_port: u16,
     proto: &'static str,
 ) -> Result<Accepted, Rejection> {
+    let accept_key = validate(gw, head, version)?;
+    let (conn, protocol) = connect(gw, head, peer, local_port, proto).await?;
+    Ok(Accepted {
+        conn,
+        accept_key,
+        protocol,
+    })
+}
+
+/// Checks what API Gateway checks before `$connect`; answers the `Sec-WebSocket-Accept` value.
+fn validate(gw: &Gateway, head: &RequestHead, version: u8) -> Result<String, Rejection> {
     let url_len = head.path.len() + head.query.as_ref().map_or(0, |q| q.len() + 1);
     if url_len > gw.limits.max_url_bytes {
         return Err(Rejection::new(414, "URI too long"));
@@ -228,8 +238,18 @@ pub async fn accept(
         .map(str::trim)
         .filter(|k| is_valid_key(k))
         .ok_or_else(|| Rejection::new(400, "Missing or invalid Sec-WebSocket-Key"))?;
-    let accept_key = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
 
+/// Gives the connection an id, then runs the authorizer and `$connect`; answers the new,
+/// unregistered connection and the subprotocol `$connect` chose.
+async fn connect(
+    gw: &Gateway,
+    head: &RequestHead,
+    peer: SocketAddr,
+    local_port: u16,
+    proto: &'static str,
+) -> Result<(Arc<Conn>, Option<String>), Rejection> {
     let now = time::now_ms();
     let mut connection_id = Id::random();
     while gw.registry.local(&connection_id).is_some() {
@@ -247,23 +267,17 @@ pub async fn accept(
         domain_name: domain_name.into_boxed_str(),
         authorizer: None,
     };
-    let trace_id = new_trace_id(now);
+    let request = ConnectRequest {
+        gw,
+        head,
+        port: local_port,
+        proto,
+        trace_id: new_trace_id(now),
+        now,
+    };
 
     if let Some(authorizer) = gw.api.authorizer() {
-        let event = Event {
-            route_key: keys::CONNECT,
-            request_id: Id::random(),
-            request_time_ms: now,
-            api: &gw.api_context,
-            connection: &context,
-            kind: EventKind::Connect {
-                request: head,
-                port: local_port,
-                proto,
-                trace_id: &trace_id,
-            },
-        };
-        match authorizer.authorize(&event).await {
+        match authorizer.authorize(&request.event(&context)).await {
             Ok(allowed) => context.authorizer = Some(Box::new(allowed)),
             Err(denied) => {
                 tracing::info!(connection_id = %connection_id, reason = %denied, "the authorizer refused the connection");
@@ -274,41 +288,9 @@ pub async fn accept(
 
     let mut protocol = None;
     if let Some(route) = gw.api.get(keys::CONNECT) {
-        let event = Event {
-            route_key: keys::CONNECT,
-            request_id: Id::random(),
-            request_time_ms: now,
-            api: &gw.api_context,
-            connection: &context,
-            kind: EventKind::Connect {
-                request: head,
-                port: local_port,
-                proto,
-                trace_id: &trace_id,
-            },
-        };
-        let started = std::time::Instant::now();
-        let invocation = route.integration.invoke(&event);
-        let result = match invocation {
-            crate::deferred::Deferred::Ready(r) => r,
-            crate::deferred::Deferred::Pending(f) => {
-                tokio::time::timeout(gw.limits.integration_timeout(), f)
-                    .await
-                    .unwrap_or(Err(IntegrationError::Timeout))
-            }
-        };
-        route
-            .metrics
-            .messages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        route.metrics.latency.observe(started.elapsed());
-        if result.is_err() {
-            route
-                .metrics
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        match result {
+        let timeout = gw.limits.integration_timeout();
+        let invocation = call::call(route, &request.event(&context), timeout);
+        match invocation.resolve().await {
             Ok(response) if response.is_success() => {
                 protocol = response.header("sec-websocket-protocol").map(str::to_owned);
             }
@@ -329,11 +311,36 @@ pub async fn accept(
     if gw.shutdown.is_cancelled() {
         return Err(Rejection::new(503, "The server is shutting down"));
     }
-    Ok(Accepted {
-        conn: Arc::new(Conn::new(context, gw.limits.max_outbox_bytes)),
-        accept_key,
-        protocol,
-    })
+    let conn = Arc::new(Conn::new(context, gw.limits.max_outbox_bytes));
+    Ok((conn, protocol))
+}
+
+/// What every CONNECT event of one handshake shares (the authorizer's and `$connect`'s).
+struct ConnectRequest<'a> {
+    gw: &'a Gateway,
+    head: &'a RequestHead,
+    port: u16,
+    proto: &'static str,
+    trace_id: String,
+    now: i64,
+}
+
+impl ConnectRequest<'_> {
+    fn event<'b>(&'b self, connection: &'b ConnectionContext) -> Event<'b> {
+        Event {
+            route_key: keys::CONNECT,
+            request_id: Id::random(),
+            request_time_ms: self.now,
+            api: &self.gw.api_context,
+            connection,
+            kind: EventKind::Connect {
+                request: self.head,
+                port: self.port,
+                proto: self.proto,
+                trace_id: &self.trace_id,
+            },
+        }
+    }
 }
 
 /// A `Sec-WebSocket-Key` must be 16 bytes, base64-encoded.

@@ -20,7 +20,6 @@ use tracing::Instrument;
 
 use crate::api::{Api, keys};
 use crate::config::Limits;
-use crate::deferred::Deferred;
 use crate::event::{ApiContext, Event, EventKind};
 use crate::gateway::conn::Conn;
 use crate::gateway::driver::{Disconnect, Driver};
@@ -32,6 +31,7 @@ use crate::management::ManagementApi;
 use crate::metrics::Metrics;
 use crate::time;
 
+mod call;
 pub mod conn;
 pub mod driver;
 pub mod frame;
@@ -131,13 +131,15 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `api` over `registry`.
+    /// A gateway serving `api` over `registry`, counting into `metrics` (which `management`
+    /// counts its outbox overflows into too).
     pub fn new(
         limits: Limits,
         api: Api,
         api_context: ApiContext,
         registry: Arc<dyn Registry>,
         management: ManagementApi,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
             decode_limits: DecodeLimits {
@@ -149,7 +151,7 @@ impl Gateway {
             api,
             api_context,
             registry,
-            metrics: management.metrics().clone(),
+            metrics,
             management,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -185,20 +187,8 @@ impl Gateway {
                 reason: &disconnect.reason,
             },
         };
-        let started = std::time::Instant::now();
-        let result = match route.integration.invoke(&event) {
-            Deferred::Ready(result) => result,
-            Deferred::Pending(future) => {
-                match tokio::time::timeout(self.limits.integration_timeout(), future).await {
-                    Ok(result) => result,
-                    Err(_) => Err(crate::integration::IntegrationError::Timeout),
-                }
-            }
-        };
-        route.metrics.messages.fetch_add(1, Ordering::Relaxed);
-        route.metrics.latency.observe(started.elapsed());
-        if let Err(error) = result {
-            route.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.limits.integration_timeout();
+        if let Err(error) = call::call(route, &event, timeout).resolve().await {
             tracing::warn!(%error, "$disconnect integration failed");
         }
     }

@@ -15,7 +15,6 @@ use serde::{Deserialize, Deserializer};
 use crate::api::{Api, ApiError};
 use crate::authorizer::jwt::{Claims, JwtAlgorithm, JwtVerifier, KeySource};
 use crate::authorizer::{Authorizer, Decider, IdentitySource};
-use crate::config::ConfigError;
 use crate::integration::http::HttpBackend;
 use crate::integration::lambda::{FunctionSpec, Functions, LambdaFunction};
 use crate::integration::{Backend, Integration, Proxy};
@@ -257,8 +256,18 @@ fn route_path(key: &str) -> String {
     }
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+/// A key of the API definition whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct DefinitionError {
+    /// The key, as written in the file (`routes."sendmessage".timeout_ms`).
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> DefinitionError {
+    DefinitionError {
         key: key.into(),
         reason: reason.into(),
     }
@@ -274,7 +283,7 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn timeout(key: &str, ms: u64) -> Result<Duration, ConfigError> {
+    fn timeout(key: &str, ms: u64) -> Result<Duration, DefinitionError> {
         if TIMEOUT_RANGE_MS.contains(&ms) {
             Ok(Duration::from_millis(ms))
         } else {
@@ -285,7 +294,7 @@ impl Builder<'_> {
         }
     }
 
-    fn http(&mut self, key: &str, spec: &HttpSpec) -> Result<Backend, ConfigError> {
+    fn http(&mut self, key: &str, spec: &HttpSpec) -> Result<Backend, DefinitionError> {
         let url = reqwest::Url::parse(&spec.url).map_err(|e| {
             invalid(
                 format!("{key}.url"),
@@ -314,7 +323,7 @@ impl Builder<'_> {
         key: &str,
         default_name: &str,
         spec: &LambdaSpec,
-    ) -> Result<Backend, ConfigError> {
+    ) -> Result<Backend, DefinitionError> {
         let base = &self.definition.base_dir;
         let mut command = spec.command.clone();
         let Some(program) = command.first_mut() else {
@@ -410,7 +419,7 @@ impl Builder<'_> {
         Ok(Backend::Lambda(function))
     }
 
-    fn authorizer(&mut self, spec: &AuthorizerSpec) -> Result<Authorizer, ConfigError> {
+    fn authorizer(&mut self, spec: &AuthorizerSpec) -> Result<Authorizer, DefinitionError> {
         let sources = spec
             .identity_sources
             .iter()
@@ -441,7 +450,7 @@ impl Builder<'_> {
         ))
     }
 
-    fn jwt(&self, spec: &JwtSpec) -> Result<JwtVerifier, ConfigError> {
+    fn jwt(&self, spec: &JwtSpec) -> Result<JwtVerifier, DefinitionError> {
         let base = &self.definition.base_dir;
         let pem = spec.public_key_file.as_ref().map(|p| absolute(base, p));
         let jwks = spec.jwks_file.as_ref().map(|p| absolute(base, p));
@@ -488,7 +497,7 @@ fn function_prefix(api_id: &str) -> String {
 
 impl ApiDefinition {
     /// Checks the definition and builds its backends. Functions are not started.
-    pub fn prepare(&self, api_id: &str) -> Result<Prepared, ConfigError> {
+    pub fn prepare(&self, api_id: &str) -> Result<Prepared, DefinitionError> {
         let selection = match &self.route_selection_expression {
             None => SelectionExpression::default(),
             Some(_) if self.routes.is_empty() => {
