@@ -1,10 +1,7 @@
 //! The chat protocol, point by point, with real clients against a real server.
 
-mod chat_common;
-mod common;
-
-use chat_common::*;
-use common::*;
+use crate::chat_common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use switchboard::apps::chat::ChatConfig;
 use switchboard::config::Config;

@@ -2,12 +2,10 @@
 //!
 //! These need `wscat`, `aws` and `boto3` installed; `scripts/test.sh` installs them.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 

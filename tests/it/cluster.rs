@@ -1,10 +1,8 @@
 //! Several nodes on a real Redis: cross-node management calls, node death, Redis restarts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use switchboard::cluster::ClusterConfig;
 
 fn node_config(redis: &RedisServer, node: &str) -> switchboard::Config {

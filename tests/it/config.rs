@@ -1,13 +1,11 @@
 //! The API definition file through the real binary: broken files stop the start with the key
 //! and why; every shipped example parses; relative paths start at the file's directory.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchboard::config::FileConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;

@@ -1,13 +1,10 @@
 //! HTTP integrations against the real server: the proxy event goes out, the proxy result comes
 //! back, and every failure maps to API Gateway's answer.
 
-mod common;
-mod integrations_common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use integrations_common::*;
+use crate::common::*;
+use crate::integrations_common::*;
 use serde_json::json;
 
 /// Routes on one backend: `$connect`, `$disconnect`, `$default` (one-way) and `echo`

@@ -1,12 +1,10 @@
 //! Durability with the real binary: `kill -9` in the middle of traffic loses no message that
 //! any client was sent.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};

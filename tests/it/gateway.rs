@@ -1,11 +1,9 @@
 //! The gateway against real clients: endpoints, handshake, route selection, events, limits.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use switchboard::api::Api;

@@ -2,11 +2,9 @@
 //! chat across nodes, a node is drained, and its clients reconnect elsewhere and recover what
 //! they missed with `since`.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,7 +17,7 @@ struct Nginx {
 impl Nginx {
     async fn start(listen: SocketAddr, upstreams: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let example = include_str!("../examples/cluster/nginx.conf");
+        let example = include_str!("../../examples/cluster/nginx.conf");
         let servers: String = upstreams
             .iter()
             .map(|u| format!("        server {u};\n"))

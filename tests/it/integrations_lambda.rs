@@ -1,15 +1,12 @@
 //! Lambda integrations against the real server with real processes: a Python custom runtime
 //! (`tests/functions/runtime.py`) and the shell `bootstrap` example speak the Runtime API.
 
-mod common;
-mod integrations_common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::integrations_common::*;
 use futures_util::StreamExt;
-use integrations_common::*;
 use serde_json::{Value, json};
 use switchboard::config::FileConfig;
 

@@ -1,11 +1,9 @@
 //! `wss://` and `https://` with a certificate: wscat, boto3 and a Rust client over TLS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
