@@ -560,13 +560,10 @@ async fn lobby_bridges_plain_clients_and_members() {
         .send_json(json!({"action":"history","room":"lobby"}))
         .await;
     let h = alice.expect("history").await;
-    let texts: Vec<&str> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["hi", "hello from wscat", "hello world"]);
+    assert_eq!(
+        texts(&h["messages"]),
+        ["hi", "hello from wscat", "hello world"]
+    );
 
     // Plain clients get nothing from other rooms and no presence: the next frame the plain
     // client sees is the next lobby message.

@@ -64,10 +64,6 @@ fn answer(path: &str, event: &serde_json::Value) -> Reply {
     }
 }
 
-fn internal_error(frame: &serde_json::Value) {
-    assert_eq!(frame["message"], "Internal server error", "{frame}");
-}
-
 #[tokio::test]
 async fn proxy_events_go_out_and_results_come_back() {
     let mut backend = Backend::start(answer).await;

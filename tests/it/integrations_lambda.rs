@@ -19,10 +19,6 @@ async fn server_with(extra: &str) -> TestServer {
     TestServer::start(config).await
 }
 
-fn internal_error(frame: &Value) {
-    assert_eq!(frame["message"], "Internal server error", "{frame}");
-}
-
 async fn pid(c: &mut Client) -> u32 {
     c.send(r#"{"action":"pid"}"#).await;
     c.recv().await.parse().unwrap()

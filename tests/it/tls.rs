@@ -143,11 +143,7 @@ async fn wss_and_https_work_with_real_clients() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let frame = tokio::time::timeout(WAIT, ws.next())
         .await
         .unwrap()
