@@ -10,8 +10,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::Context;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -26,7 +27,16 @@ use crate::time;
 pub struct Conn {
     /// What every event repeats about the connection.
     pub context: ConnectionContext,
+    /// When the connection last had traffic, epoch milliseconds (GetConnection's
+    /// `lastActiveAt`), from the coarse wall clock.
     last_active_ms: AtomicI64,
+    /// When the connection opened, on tokio's clock (the sweeper's, which tests can pause).
+    opened: tokio::time::Instant,
+    /// Since when the sweeper has seen no traffic, for the idle timeout: milliseconds after
+    /// `opened` on tokio's clock, plus one; [`TRAFFIC`] once traffic came after the last sweep.
+    /// Traffic stores the constant (no clock read on the hot path); the sweeper, which reads
+    /// tokio's clock once per sweep, turns it into a time.
+    quiet_since: AtomicU64,
     /// Set once the outbox overflowed; the connection is then being closed.
     overflowed: AtomicBool,
     /// Set once a close was requested (read without the lock on every turn of the task).
@@ -44,6 +54,9 @@ pub enum PushError {
     #[error("the connection's outbox is full")]
     Full,
 }
+
+/// [`Conn::quiet_since`] after traffic the sweeper has not seen yet.
+const TRAFFIC: u64 = 0;
 
 /// The close reason of a connection whose outbox overflowed (code 1008).
 pub const SLOW_CONSUMER: &str = "Outbox overflow: the client is not reading";
@@ -80,6 +93,9 @@ impl Conn {
         Conn {
             context,
             last_active_ms: AtomicI64::new(now),
+            opened: tokio::time::Instant::now(),
+            // Quiet since it opened (0 ms after `opened`, plus one).
+            quiet_since: AtomicU64::new(1),
             overflowed: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             outbox: Outbox {
@@ -108,6 +124,28 @@ impl Conn {
     pub fn touch(&self) {
         self.last_active_ms
             .store(time::coarse_now_ms(), Ordering::Relaxed);
+        self.quiet_since.store(TRAFFIC, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been open at `now` (tokio's clock).
+    pub(crate) fn age(&self, now: tokio::time::Instant) -> Duration {
+        now.saturating_duration_since(self.opened)
+    }
+
+    /// How long the connection has had no traffic at `now` (tokio's clock), to one sweep:
+    /// traffic since the previous call counts as traffic at `now`, so a connection is never
+    /// found idle early, and at most one sweep late. For the sweeper, the only caller.
+    pub(crate) fn quiet_for(&self, now: tokio::time::Instant) -> Duration {
+        let age = self.age(now);
+        match self.quiet_since.load(Ordering::Relaxed) {
+            TRAFFIC => {
+                // Traffic racing this store is traffic at `now` too.
+                let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX - 1);
+                self.quiet_since.store(age_ms + 1, Ordering::Relaxed);
+                Duration::ZERO
+            }
+            since => age.saturating_sub(Duration::from_millis(since - 1)),
+        }
     }
 
     /// Unsent bytes in the outbox.
@@ -266,6 +304,29 @@ mod tests {
             },
             limit,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_sees_quiet_and_age_on_tokios_clock() {
+        let c = conn(10);
+        let step = Duration::from_secs(3);
+        tokio::time::advance(step).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(c.quiet_for(now), step, "quiet since it opened");
+        // Traffic counts as traffic at the next sweep, and only `touch` and pushes count.
+        c.touch();
+        tokio::time::advance(step).await;
+        assert_eq!(c.quiet_for(tokio::time::Instant::now()), Duration::ZERO);
+        tokio::time::advance(step).await;
+        assert_eq!(c.quiet_for(tokio::time::Instant::now()), step);
+        assert_eq!(c.push(&OutFrame::text(b"a")), Ok(()));
+        assert_eq!(c.push_quiet(&OutFrame::text(b"b")), Ok(()));
+        assert_eq!(c.quiet_for(tokio::time::Instant::now()), Duration::ZERO);
+        tokio::time::advance(step).await;
+        let now = tokio::time::Instant::now();
+        assert_eq!(c.quiet_for(now), step);
+        // Traffic never makes a connection younger.
+        assert_eq!(c.age(now), step * 4);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The four functions under switchboard, from `examples/lambda-chat.toml`, driven by real
 //! WebSocket clients: the second article's chat, end to end.
 
-#[path = "../../../tests/common/mod.rs"]
+#[path = "../../../tests/it/common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The Rust AWS SDK's `apigatewaymanagement` client against a switchboard server: post, get,
 //! delete, and `GoneException` for a connection that has left.
 
-#[path = "../../../tests/common/mod.rs"]
+#[path = "../../../tests/it/common.rs"]
 mod common;
 
 use aws_sdk_apigatewaymanagement::primitives::Blob;

@@ -1,10 +1,8 @@
 //! Abuse limits: connection caps, connection rate, message rate and the origin allow-list.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use switchboard::config::BuiltinApp;
 use tokio::net::TcpSocket;
 

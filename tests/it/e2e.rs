@@ -2,12 +2,9 @@
 //!
 //! These need `wscat`, `aws` and `boto3` installed; `scripts/test.sh` installs them.
 
-mod common;
-
 use std::process::Stdio;
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -22,17 +19,6 @@ fn require(tool: &str) {
         found,
         "`{tool}` is not installed: run ./scripts/test.sh, which installs it"
     );
-}
-
-/// Waits until the server holds `n` connections.
-async fn wait_for_connections(server: &TestServer, n: usize) {
-    tokio::time::timeout(WAIT, async {
-        while server.gateway.registry.local_count() != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the connections arrive");
 }
 
 struct Wscat {
@@ -83,7 +69,7 @@ async fn both_articles_work_with_wscat() {
     let mut browser = server.connect().await;
     browser.chat_id().await;
     let mut wscat = Wscat::spawn(&server.ws_url(), &[]);
-    wait_for_connections(&server, 2).await;
+    server.wait_for_connections(2).await;
 
     // Article 2: `message` goes to everyone else.
     wscat
@@ -171,29 +157,17 @@ async fn the_aws_cli_drives_the_management_api() {
     let mut post = args("post-to-connection");
     post.extend(["--data", "pushed by the AWS CLI"]);
     let out = aws(&post).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(client.recv().await, "pushed by the AWS CLI");
 
     let out = aws(&args("get-connection")).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Identity"]["SourceIp"], "127.0.0.1");
     assert!(info["ConnectedAt"].is_string());
 
     let out = aws(&args("delete-connection")).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(client.expect_close().await.0, 1000);
 
     let out = aws(&post).await;
@@ -215,11 +189,7 @@ async fn boto3_drives_the_management_api() {
         .output()
         .await
         .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(client.recv().await, "hello from boto3");
     assert_eq!(client.recv().await, "text data");
@@ -255,11 +225,7 @@ async fn the_switchboard_cli_clients() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("Connected (press CTRL+C to quit)"),
@@ -282,11 +248,7 @@ async fn the_switchboard_cli_clients() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(client.recv().await, "posted");
 
     let out = switchboard()
@@ -347,11 +309,7 @@ async fn sigterm_drains_connections_and_logs_each_one() {
     let (mut child, addr, mut logs) = spawn_binary(data.path(), &[]).await;
     let mut a = Client::connect(&format!("ws://{addr}/dev")).await;
     let id = a.chat_id().await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    sigterm(&child);
     assert_eq!(a.expect_close().await, (1001, "Going away".to_owned()));
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
@@ -395,11 +353,7 @@ async fn configured_credentials_require_valid_signatures() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["get"], "127.0.0.1");
     assert_eq!(
@@ -425,11 +379,7 @@ async fn configured_credentials_require_valid_signatures() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     // Unsigned calls are refused, even from loopback.
     let r = reqwest::Client::new()
@@ -464,11 +414,7 @@ async fn the_server_keeps_serving_when_its_log_reader_goes_away() {
     a.close(1000, "bye").await;
     let mut b = Client::connect(&format!("ws://{addr}/dev")).await;
     b.chat_id().await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    sigterm(&child);
     assert_eq!(b.expect_close().await.0, 1001);
     let status = tokio::time::timeout(WAIT, child.wait())
         .await

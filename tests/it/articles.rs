@@ -1,8 +1,6 @@
 //! The two articles' chat, as their clients use it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn article_two_sendmessage_reaches_everyone_else() {

@@ -1,16 +1,11 @@
 //! The API definition file through the real binary: broken files stop the start with the key
 //! and why; every shipped example parses; relative paths start at the file's directory.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use switchboard::config::FileConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,41 +140,17 @@ fn every_example_and_the_documented_example_parse() {
 #[tokio::test]
 async fn the_binary_serves_a_definition_with_paths_relative_to_the_file() {
     let data = tempfile::tempdir().unwrap();
-    // Started from elsewhere: the function's `./bash-bootstrap/bootstrap` is found next to
-    // the file, not in the working directory.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            "examples/bash-bootstrap.toml",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .current_dir(root())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the server logs");
-            if let Some((_, rest)) = line.split_once("address=") {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the server starts");
+    // The function's `./bash-bootstrap/bootstrap` is found next to the file, not in the
+    // working directory (the package's root, where there is none).
+    let file = root().join("examples/bash-bootstrap.toml");
+    let (mut child, address, log) =
+        spawn_binary(data.path(), &["--config", file.to_str().unwrap()]).await;
+    drain_log(log);
     let mut c = Client::connect(&format!("ws://{address}/dev")).await;
     c.send("hi").await;
     assert!(c.recv().await.starts_with("hello from bash-hello"));
 
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    sigterm(&child);
     assert_eq!(c.expect_close().await.0, 1001);
     drop(c);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())

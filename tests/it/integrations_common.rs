@@ -39,6 +39,11 @@ pub fn python(extra: &str) -> String {
     format!(r#"{{ type = "lambda", command = ["python3", "runtime.py"]{sep}{extra} }}"#)
 }
 
+/// Asserts that `frame` is API Gateway's answer to a failed integration.
+pub fn internal_error(frame: &Value) {
+    assert_eq!(frame["message"], "Internal server error", "{frame}");
+}
+
 /// What the backend answers: a status, a body, and how long it waits first.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -1,15 +1,12 @@
 //! Lambda integrations against the real server with real processes: a Python custom runtime
 //! (`tests/functions/runtime.py`) and the shell `bootstrap` example speak the Runtime API.
 
-mod common;
-mod integrations_common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::integrations_common::*;
 use futures_util::StreamExt;
-use integrations_common::*;
 use serde_json::{Value, json};
 use switchboard::config::FileConfig;
 
@@ -20,10 +17,6 @@ async fn server_with(extra: &str) -> TestServer {
         python(extra)
     ));
     TestServer::start(config).await
-}
-
-fn internal_error(frame: &Value) {
-    assert_eq!(frame["message"], "Internal server error", "{frame}");
 }
 
 async fn pid(c: &mut Client) -> u32 {
@@ -156,7 +149,10 @@ async fn a_crashed_process_fails_its_invocation_and_is_restarted() {
 
 #[tokio::test]
 async fn a_timed_out_invocation_resets_the_process() {
-    let server = server_with("timeout_ms = 1000").await;
+    // The deadline counts the wait for a new process to start (queueing included), which took
+    // over a second for Python with the whole suite on two busy cores; 3 s leaves room for it
+    // and is still far from the function's 30 s.
+    let server = server_with("timeout_ms = 3000").await;
     let mut c = server.connect().await;
     let first = pid(&mut c).await;
     let started = Instant::now();
@@ -164,7 +160,7 @@ async fn a_timed_out_invocation_resets_the_process() {
     assert!(c.recv().await.starts_with("started"));
     internal_error(&c.recv_json().await);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );

@@ -1,13 +1,10 @@
 //! HTTP integrations against the real server: the proxy event goes out, the proxy result comes
 //! back, and every failure maps to API Gateway's answer.
 
-mod common;
-mod integrations_common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use integrations_common::*;
+use crate::common::*;
+use crate::integrations_common::*;
 use serde_json::json;
 
 /// Routes on one backend: `$connect`, `$disconnect`, `$default` (one-way) and `echo`
@@ -65,10 +62,6 @@ fn answer(path: &str, event: &serde_json::Value) -> Reply {
         }
         _ => Reply::json(json!({"statusCode": 200, "body": "one-way bodies are not sent"})),
     }
-}
-
-fn internal_error(frame: &serde_json::Value) {
-    assert_eq!(frame["message"], "Internal server error", "{frame}");
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! The bench tool, run briefly against a real server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use switchboard::bench::{FanoutOptions, IdleOptions, run_fanout, run_idle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,9 @@
 //! Several nodes on a real Redis: cross-node management calls, node death, Redis restarts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::chat_common::texts;
+use crate::common::*;
 use switchboard::cluster::ClusterConfig;
 
 fn node_config(redis: &RedisServer, node: &str) -> switchboard::Config {
@@ -14,13 +13,6 @@ fn node_config(redis: &RedisServer, node: &str) -> switchboard::Config {
     cluster.key_prefix = format!("test{}", redis.port);
     cfg.cluster = Some(cluster);
     cfg
-}
-
-async fn ready(server: &TestServer) -> bool {
-    reqwest::get(server.http("/readyz"))
-        .await
-        .map(|r| r.status() == 200)
-        .unwrap_or(false)
 }
 
 fn url_for(server: &TestServer, id: &str) -> String {
@@ -37,7 +29,7 @@ async fn nodes(redis: &RedisServer) -> Vec<TestServer> {
         nodes.push(TestServer::start(node_config(redis, name)).await);
     }
     for node in &nodes {
-        eventually(WAIT, || ready(node)).await;
+        eventually(WAIT, || node.ready()).await;
     }
     nodes
 }
@@ -94,7 +86,7 @@ async fn any_node_answers_for_any_connection() {
 async fn connections_of_a_killed_node_answer_410_within_the_heartbeat_ttl() {
     let redis = RedisServer::start().await;
     let survivor = TestServer::start(node_config(&redis, "survivor")).await;
-    eventually(WAIT, || ready(&survivor)).await;
+    eventually(WAIT, || survivor.ready()).await;
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("node.toml");
     std::fs::write(
@@ -108,13 +100,7 @@ async fn connections_of_a_killed_node_answer_410_within_the_heartbeat_ttl() {
     .unwrap();
     let (mut doomed, addr, _logs) =
         spawn_binary(data.path(), &["--config", config.to_str().unwrap()]).await;
-    eventually(WAIT, || async {
-        reqwest::get(format!("http://{addr}/readyz"))
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-    })
-    .await;
+    eventually(WAIT, || is_ready(&addr)).await;
     let mut client = Client::connect(&format!("ws://{addr}/dev")).await;
     let id = client.chat_id().await;
     let http = reqwest::Client::new();
@@ -152,13 +138,13 @@ async fn nodes_survive_a_redis_restart() {
     let mut redis = RedisServer::start().await;
     let a = TestServer::start(node_config(&redis, "node-a")).await;
     let b = TestServer::start(node_config(&redis, "node-b")).await;
-    eventually(WAIT, || ready(&a)).await;
-    eventually(WAIT, || ready(&b)).await;
+    eventually(WAIT, || a.ready()).await;
+    eventually(WAIT, || b.ready()).await;
     let mut client = a.connect().await;
     let id = client.chat_id().await;
 
     redis.kill();
-    eventually(WAIT, || async { !ready(&a).await && !ready(&b).await }).await;
+    eventually(WAIT, || async { !a.ready().await && !b.ready().await }).await;
     // The chat cannot store a lobby message now: the sender is told, nothing is half done.
     client
         .send(r#"{"action":"sendmessage","data":"redis is down"}"#)
@@ -186,7 +172,7 @@ async fn nodes_survive_a_redis_restart() {
     // Redis comes back empty: the nodes reconnect, re-announce, and cross-node calls resume.
     redis.restart().await;
     eventually(Duration::from_secs(20), || async {
-        ready(&a).await && ready(&b).await
+        a.ready().await && b.ready().await
     })
     .await;
     let http = reqwest::Client::new();
@@ -203,21 +189,11 @@ async fn nodes_survive_a_redis_restart() {
     assert_eq!(client.recv().await, "back");
 }
 
-/// Waits for the next frame of `type`, skipping others.
-async fn next_of(client: &mut Client, kind: &str) -> serde_json::Value {
-    loop {
-        let frame = client.recv_json().await;
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
-}
-
 async fn join(client: &mut Client, room: &str, name: &str) -> serde_json::Value {
     client
         .send_json(serde_json::json!({"action": "join", "room": room, "name": name}))
         .await;
-    next_of(client, "joined").await
+    client.next_of("joined").await
 }
 
 #[tokio::test]
@@ -235,7 +211,7 @@ async fn rooms_presence_and_history_span_every_node() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["alice", "bob"], "members of every node");
-    let presence = next_of(&mut alice, "presence").await;
+    let presence = alice.next_of("presence").await;
     assert_eq!(
         (
             presence["event"].as_str(),
@@ -247,19 +223,19 @@ async fn rooms_presence_and_history_span_every_node() {
     alice
         .send_json(serde_json::json!({"action": "send", "room": "general", "text": "hi from a", "clientId": "a-1"}))
         .await;
-    let at_bob = next_of(&mut bob, "message").await;
-    let at_alice = next_of(&mut alice, "message").await;
+    let at_bob = bob.next_of("message").await;
+    let at_alice = alice.next_of("message").await;
     assert_eq!(at_bob["id"], 1);
     assert_eq!(at_alice["clientId"], "a-1", "the sender's acknowledgement");
     bob.send_json(serde_json::json!({"action": "send", "room": "general", "text": "hi from b"}))
         .await;
-    assert_eq!(next_of(&mut alice, "message").await["id"], 2);
+    assert_eq!(alice.next_of("message").await["id"], 2);
     alice
         .send_json(
             serde_json::json!({"action": "react", "room": "general", "id": 1, "emoji": "👏"}),
         )
         .await;
-    let reaction = next_of(&mut bob, "reaction").await;
+    let reaction = bob.next_of("reaction").await;
     assert_eq!(
         (reaction["id"].as_u64(), reaction["count"].as_u64()),
         (Some(1), Some(1))
@@ -268,23 +244,17 @@ async fn rooms_presence_and_history_span_every_node() {
     // A third node serves the history.
     let mut carol = nodes[2].connect().await;
     let joined = join(&mut carol, "general", "carol").await;
-    let texts: Vec<&str> = joined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["hi from a", "hi from b"]);
+    assert_eq!(texts(&joined["messages"]), ["hi from a", "hi from b"]);
     assert_eq!(joined["messages"][0]["reactions"]["👏"], 1);
     assert_eq!(joined["lastId"], 2);
 
     // Leaving is seen on the other nodes.
     bob.close(1000, "bye").await;
-    let left = next_of(&mut carol, "presence").await;
+    let left = carol.next_of("presence").await;
     let left = if left["event"] == "leave" {
         left
     } else {
-        next_of(&mut carol, "presence").await
+        carol.next_of("presence").await
     };
     assert_eq!(
         (left["event"].as_str(), left["member"]["name"].as_str()),
@@ -321,7 +291,7 @@ async fn each_rooms_messages_arrive_in_id_order_on_every_node() {
         nodes.push(TestServer::start(cfg).await);
     }
     for node in &nodes {
-        eventually(WAIT, || ready(node)).await;
+        eventually(WAIT, || node.ready()).await;
     }
     let mut watcher = nodes[2].connect().await;
     join(&mut watcher, "race", "watcher").await;
@@ -344,11 +314,7 @@ async fn each_rooms_messages_arrive_in_id_order_on_every_node() {
     }
     let mut ids = Vec::new();
     while ids.len() < 2 * per_sender {
-        ids.push(
-            next_of(&mut watcher, "message").await["id"]
-                .as_u64()
-                .unwrap(),
-        );
+        ids.push(watcher.next_of("message").await["id"].as_u64().unwrap());
     }
     let expected: Vec<u64> = (1..=2 * per_sender as u64).collect();
     assert_eq!(ids, expected);
@@ -361,7 +327,7 @@ async fn each_rooms_messages_arrive_in_id_order_on_every_node() {
 async fn chat_writes_while_redis_is_down_are_refused_not_lost() {
     let mut redis = RedisServer::start_with(true).await;
     let a = TestServer::start(node_config(&redis, "node-a")).await;
-    eventually(WAIT, || ready(&a)).await;
+    eventually(WAIT, || a.ready()).await;
     let mut alice = a.connect().await;
     join(&mut alice, "ops", "alice").await;
     alice
@@ -369,21 +335,21 @@ async fn chat_writes_while_redis_is_down_are_refused_not_lost() {
             serde_json::json!({"action": "send", "room": "ops", "text": "before", "clientId": "1"}),
         )
         .await;
-    assert_eq!(next_of(&mut alice, "message").await["id"], 1);
+    assert_eq!(alice.next_of("message").await["id"], 1);
 
     redis.kill();
-    eventually(WAIT, || async { !ready(&a).await }).await;
+    eventually(WAIT, || async { !a.ready().await }).await;
     alice
         .send_json(
             serde_json::json!({"action": "send", "room": "ops", "text": "during", "clientId": "2"}),
         )
         .await;
-    let error = next_of(&mut alice, "error").await;
+    let error = alice.next_of("error").await;
     assert_eq!(error["code"], "unavailable");
     assert_eq!(error["clientId"], "2");
 
     redis.restart().await;
-    eventually(Duration::from_secs(20), || ready(&a)).await;
+    eventually(Duration::from_secs(20), || a.ready()).await;
     let mut sent = None;
     // The store reconnects on its next write.
     for attempt in 0..50 {
@@ -408,11 +374,5 @@ async fn chat_writes_while_redis_is_down_are_refused_not_lost() {
     );
     let mut bob = a.connect().await;
     let joined = join(&mut bob, "ops", "bob").await;
-    let texts: Vec<&str> = joined["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["before", "after"]);
+    assert_eq!(texts(&joined["messages"]), ["before", "after"]);
 }

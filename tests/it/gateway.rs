@@ -1,11 +1,11 @@
 //! The gateway against real clients: endpoints, handshake, route selection, events, limits.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use tokio::time::Instant;
+
+use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use switchboard::api::Api;
@@ -441,11 +441,16 @@ async fn binary_frames_can_be_accepted() {
     assert_eq!(c.next().await, Message::binary(vec![0xff, 0, 1]));
 }
 
-#[tokio::test]
-async fn idle_and_lifetime_limits_close_with_1001() {
+// The sweeper reads tokio's clock, so these two run on a paused clock: it jumps to the next
+// timer whenever every task waits, and the limits pass in virtual seconds. Everything here is
+// in this runtime (server, clients, integrations), so nothing is waited for on another thread
+// while the clock jumps.
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_close_with_1001_and_traffic_keeps_them_open() {
     let (disconnect, mut events) = Recorder::new("disconnect");
     let mut cfg = config();
-    cfg.limits.idle_timeout_secs = 1;
+    cfg.limits.idle_timeout_secs = 2;
     let server = TestServer::with_api(cfg, |_| {
         Api::new(SelectionExpression::default())
             .route("$disconnect", Arc::new(disconnect), false)?
@@ -453,19 +458,38 @@ async fn idle_and_lifetime_limits_close_with_1001() {
     })
     .await;
     let mut c = server.connect().await;
+    // A message every half second keeps it open past the limit, twice over.
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.send("keepalive").await;
+        assert_eq!(c.recv().await, "keepalive");
+    }
+    // Then silence: closed once quiet for the limit, checked every 200 ms (a tenth of it). The
+    // clock may move on by one check between the server reading the last message and this
+    // client reading its echo, hence the lower bound of 1.8 s.
+    let quiet = Instant::now();
     assert_eq!(c.expect_close().await, (1001, "Going away".into()));
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_millis(3500),
+        "closed after {waited:?} of silence"
+    );
     let e = next_event(&mut events).await;
     assert_eq!(e["requestContext"]["disconnectStatusCode"], 1001);
     assert_eq!(e["requestContext"]["disconnectReason"], "Going away");
+}
 
-    // Lifetime: traffic does not extend it.
+#[tokio::test(start_paused = true)]
+async fn the_lifetime_limit_closes_with_1001_despite_traffic() {
     let mut cfg = config();
-    cfg.limits.max_lifetime_secs = 1;
+    cfg.limits.max_lifetime_secs = 2;
     cfg.app = switchboard::config::BuiltinApp::Echo;
     let server = TestServer::start(cfg).await;
+    let started = Instant::now();
     let mut c = server.connect().await;
-    let started = std::time::Instant::now();
     let closed = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         c.send("keepalive").await;
         match c.next().await {
             Message::Text(_) => continue,
@@ -474,7 +498,11 @@ async fn idle_and_lifetime_limits_close_with_1001() {
         }
     };
     assert_eq!(closed, 1001);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_secs(2) && lived < Duration::from_millis(3500),
+        "closed after {lived:?}"
+    );
 }
 
 #[tokio::test]

@@ -2,11 +2,10 @@
 //! chat across nodes, a node is drained, and its clients reconnect elsewhere and recover what
 //! they missed with `since`.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::chat_common::texts;
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,7 +18,7 @@ struct Nginx {
 impl Nginx {
     async fn start(listen: SocketAddr, upstreams: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let example = include_str!("../examples/cluster/nginx.conf");
+        let example = include_str!("../../examples/cluster/nginx.conf");
         let servers: String = upstreams
             .iter()
             .map(|u| format!("        server {u};\n"))
@@ -65,22 +64,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn next_of(client: &mut Client, kind: &str) -> Value {
-    loop {
-        let frame = client.recv_json().await;
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
-}
-
 async fn joined(url: &str, name: &str, since: Option<u64>) -> (Client, Value) {
     let mut client = Client::connect(url).await;
     let mut join = json!({"action": "join", "room": "lb", "name": name});
@@ -88,7 +71,7 @@ async fn joined(url: &str, name: &str, since: Option<u64>) -> (Client, Value) {
         join["since"] = since.into();
     }
     client.send_json(join).await;
-    let frame = next_of(&mut client, "joined").await;
+    let frame = client.next_of("joined").await;
     (client, frame)
 }
 
@@ -114,12 +97,7 @@ async fn a_drained_node_s_clients_reconnect_elsewhere_and_recover() {
         nodes.push((child, addr, logs));
     }
     for (_, addr, _) in &nodes {
-        eventually(WAIT, || async {
-            reqwest::get(format!("http://{addr}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        eventually(WAIT, || is_ready(addr)).await;
     }
     let listen = free_addr();
     let upstreams: Vec<String> = nodes.iter().map(|(_, a, _)| a.clone()).collect();
@@ -134,7 +112,7 @@ async fn a_drained_node_s_clients_reconnect_elsewhere_and_recover() {
             .send_json(json!({"action": "send", "room": "lb", "text": text}))
             .await;
         loop {
-            let m = next_of(speaker, "message").await;
+            let m = speaker.next_of("message").await;
             if m["text"] == text {
                 return m["id"].as_u64().unwrap();
             }
@@ -149,7 +127,7 @@ async fn a_drained_node_s_clients_reconnect_elsewhere_and_recover() {
     }
     send(&mut speaker, "one").await;
     for c in clients.iter_mut() {
-        assert_eq!(next_of(c, "message").await["text"], "one");
+        assert_eq!(c.next_of("message").await["text"], "one");
     }
 
     // The management API through nginx reaches a connection on whichever node holds it.
@@ -176,10 +154,7 @@ async fn a_drained_node_s_clients_reconnect_elsewhere_and_recover() {
 
     // Drain node b and wait until it has exited: its clients have been closed with 1001.
     let (mut b, _, _) = nodes.remove(1);
-    std::process::Command::new("kill")
-        .args(["-TERM", &b.id().unwrap().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&b);
     assert!(b.wait().await.unwrap().success());
     let probe = send(&mut speaker, "probe").await;
     let mut survivors = Vec::new();
@@ -215,18 +190,12 @@ async fn a_drained_node_s_clients_reconnect_elsewhere_and_recover() {
     // They reconnect through nginx (which now reaches a or c) and recover with `since`.
     for i in 0..drained {
         let (_, frame) = joined(&url, &format!("back{i}"), Some(first_missed - 1)).await;
-        let texts: Vec<&str> = frame["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["text"].as_str().unwrap())
-            .collect();
-        assert_eq!(texts, ["while away 1", "while away 2"]);
+        assert_eq!(texts(&frame["messages"]), ["while away 1", "while away 2"]);
         assert_eq!(frame["truncated"], false);
     }
     // Those who stayed got everything live, in order.
     for c in survivors.iter_mut() {
-        assert_eq!(next_of(c, "message").await["text"], "while away 1");
-        assert_eq!(next_of(c, "message").await["text"], "while away 2");
+        assert_eq!(c.next_of("message").await["text"], "while away 1");
+        assert_eq!(c.next_of("message").await["text"], "while away 2");
     }
 }

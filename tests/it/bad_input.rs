@@ -1,11 +1,9 @@
 //! A corpus of bad input against the real binary: each case gets its documented status or close
 //! code, the server keeps serving a bystander throughout, and memory returns to its baseline.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,16 +1,12 @@
 //! Durability with the real binary: `kill -9` in the middle of traffic loses no message that
 //! any client was sent.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Starts `switchboard serve` on a free port over `data_dir`, with the chat's rate limit off
@@ -18,29 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
     let config = data_dir.join("switchboard.toml");
     std::fs::write(&config, "[chat]\nrate_per_sec = 0\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the server logs");
-            if let Some(rest) = line.split("address=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the server starts");
-    // Keep reading the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, addr, log) = spawn_binary(data_dir, &["--config", config.to_str().unwrap()]).await;
+    drain_log(log);
     (child, addr)
 }
 

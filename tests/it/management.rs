@@ -1,10 +1,8 @@
 //! The `@connections` API over HTTP, as the AWS SDKs and CLI call it.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use switchboard::api::Api;
 use switchboard::integration::echo::Echo;

@@ -1,14 +1,11 @@
 //! `$connect` authorizers against the real server: identity sources, REQUEST authorizers over
 //! HTTP and Lambda, the built-in JWT authorizer, and the context on every later event.
 
-mod common;
-mod integrations_common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
-use integrations_common::*;
+use crate::common::*;
+use crate::integrations_common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;

@@ -1,11 +1,9 @@
 //! Graceful shutdown: every connection is closed with 1001 and gets its `$disconnect`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use switchboard::api::Api;
 use switchboard::integration::echo::Echo;
 use switchboard::selection::SelectionExpression;

@@ -79,6 +79,16 @@ impl Client {
         v
     }
 
+    /// The next frame of this `type`, skipping others (presence or messages from other nodes).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv_json().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
     /// The next frame, which must be an error with this code for this action.
     pub async fn expect_error(&mut self, code: &str, action: &str) -> Value {
         let v = self.expect("error").await;
@@ -114,6 +124,16 @@ pub fn ids(messages: &Value) -> Vec<u64> {
         .unwrap()
         .iter()
         .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Texts of a list of messages.
+pub fn texts(messages: &Value) -> Vec<&str> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
         .collect()
 }
 

@@ -1,8 +1,6 @@
 //! `/metrics`, `/readyz` and `/healthz` after real traffic.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn value(metrics: &str, series: &str) -> u64 {
     metrics

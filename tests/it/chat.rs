@@ -1,10 +1,7 @@
 //! The chat protocol, point by point, with real clients against a real server.
 
-mod chat_common;
-mod common;
-
-use chat_common::*;
-use common::*;
+use crate::chat_common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use switchboard::apps::chat::ChatConfig;
 use switchboard::config::Config;
@@ -563,13 +560,10 @@ async fn lobby_bridges_plain_clients_and_members() {
         .send_json(json!({"action":"history","room":"lobby"}))
         .await;
     let h = alice.expect("history").await;
-    let texts: Vec<&str> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["hi", "hello from wscat", "hello world"]);
+    assert_eq!(
+        texts(&h["messages"]),
+        ["hi", "hello from wscat", "hello world"]
+    );
 
     // Plain clients get nothing from other rooms and no presence: the next frame the plain
     // client sees is the next lobby message.

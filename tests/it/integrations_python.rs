@@ -1,12 +1,10 @@
 //! The Python HTTP-backend example (`examples/http-backend/`) behind the real server: the
 //! tutorial's chat, with handlers that reach back through `domainName` and `stage`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use switchboard::config::FileConfig;
 use switchboard::integration::definition::IntegrationSpec;
 use tokio::io::{AsyncBufReadExt, BufReader};

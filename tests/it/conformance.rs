@@ -3,9 +3,7 @@
 //! Sections 12 and 13 test permessage-deflate, which switchboard (like API Gateway) does not
 //! negotiate, so they do not apply. `scripts/test.sh` installs `kosoku`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use switchboard::config::BuiltinApp;
 
 #[tokio::test]

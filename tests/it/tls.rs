@@ -1,11 +1,9 @@
 //! `wss://` and `https://` with a certificate: wscat, boto3 and a Rust client over TLS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -145,11 +143,7 @@ async fn wss_and_https_work_with_real_clients() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let frame = tokio::time::timeout(WAIT, ws.next())
         .await
         .unwrap()

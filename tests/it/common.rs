@@ -103,6 +103,16 @@ impl TestServer {
         Client::connect(&self.ws_url()).await
     }
 
+    /// Whether `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        is_ready(&self.addr.to_string()).await
+    }
+
+    /// Waits until the server holds `n` connections.
+    pub async fn wait_for_connections(&self, n: usize) {
+        eventually(WAIT, || async { self.gateway.registry.local_count() == n }).await;
+    }
+
     /// Starts the graceful shutdown and waits for `serve` to return.
     pub async fn stop(&mut self) -> Result<(), Error> {
         if let Some(tx) = self.shutdown.take() {
@@ -348,16 +358,16 @@ pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     switchboard::gateway::frame::encode_client_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
+/// The log (stderr) of a binary started by [`spawn_binary`], line by line.
+pub type Log = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
 /// Starts the real binary on a free port with extra `serve` arguments; returns the child, its
-/// address and its log lines (stderr) after the `listening` line.
+/// address and its log lines (stderr) after the `listening` line. Read the log or hand it to
+/// [`drain_log`]: a binary whose log pipe is full blocks.
 pub async fn spawn_binary(
     data_dir: &std::path::Path,
     extra: &[&str],
-) -> (
-    tokio::process::Child,
-    String,
-    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
-) {
+) -> (tokio::process::Child, String, Log) {
     use tokio::io::AsyncBufReadExt;
     // Only the switchboard crate's tests build the binary; other crates share this module.
     let Some(binary) = option_env!("CARGO_BIN_EXE_switchboard") else {
@@ -386,6 +396,44 @@ pub async fn spawn_binary(
     (child, addr, lines)
 }
 
+/// Keeps reading a spawned binary's log, so that it never blocks on a full pipe.
+pub fn drain_log(mut log: Log) {
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+}
+
+/// Sends SIGTERM to a spawned process (a graceful stop for the binary).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {pid}: {status}");
+}
+
+/// Asserts that a finished process exited with success, showing its stderr if not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether the server at `addr` answers `GET /readyz` with 200 (false if it does not answer).
+pub async fn is_ready(addr: &str) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        Some(response.starts_with(b"HTTP/1.1 200 "))
+    };
+    matches!(tokio::time::timeout(WAIT, exchange).await, Ok(Some(true)))
+}
+
 /// The resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -394,6 +442,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS is reported")
+}
+
+/// A loopback address no socket holds now (for programs that must be told their port).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A real `redis-server` on a free loopback port, killed on drop.
@@ -412,10 +468,7 @@ impl RedisServer {
     /// With `persistent`, data survives restarts (append-only file, fsync every write), as a
     /// production Redis for the chat's history is configured.
     pub async fn start_with(persistent: bool) -> Self {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+        let port = free_addr().port();
         let dir = tempfile::tempdir().unwrap();
         let mut server = RedisServer {
             port,
