@@ -6,7 +6,8 @@
 
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
-use switchboard::gateway::frame::{DecodeLimits, Decoder, OutFrame, encode_client_frame};
+use switchboard::gateway::frame::{DecodeLimits, Decoder, OutFrame};
+use switchboard_bench::encode_client_frame;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_frame: 32 * 1024,

@@ -7,7 +7,6 @@
 pub mod api;
 pub mod apps;
 pub mod authorizer;
-pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -31,7 +31,7 @@ enum Command {
     Delete(ManageArgs),
     /// Load-test a WebSocket chat server (this one or another).
     #[command(subcommand)]
-    Bench(switchboard::bench::BenchCommand),
+    Bench(switchboard_bench::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(command) => {
             init_logging(LogFormat::Text, "warn");
-            switchboard::bench::run(command)?;
+            switchboard_bench::run(command)?;
             Ok(())
         }
     }

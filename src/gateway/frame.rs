@@ -376,30 +376,10 @@ fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Encodes a client frame (masked), for tests and the bench tool.
-pub fn encode_client_frame(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_bench::encode_client_frame;
 
     const LIMITS: DecodeLimits = DecodeLimits {
         max_frame: 32 * 1024,

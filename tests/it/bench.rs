@@ -1,7 +1,7 @@
 //! The bench tool, run briefly against a real server.
 
 use crate::common::*;
-use switchboard::bench::{FanoutOptions, IdleOptions, run_fanout, run_idle};
+use switchboard_bench::{FanoutOptions, IdleOptions, run_fanout, run_idle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_reports_deliveries_and_latency() {

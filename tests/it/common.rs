@@ -355,7 +355,7 @@ pub async fn raw_ws(server: &TestServer) -> TcpStream {
 }
 
 pub fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    switchboard::gateway::frame::encode_client_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
+    switchboard_bench::encode_client_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
 /// The log (stderr) of a binary started by [`spawn_binary`], line by line.

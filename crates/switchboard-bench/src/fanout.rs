@@ -18,12 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
 
-use crate::bench::client::{Connected, STAMP_LEN, Target, parse_frames, read_stamp, stamp};
-use crate::bench::workers::{self, Shared};
-use crate::bench::{
+use crate::client::{encode_client_frame, Connected, STAMP_LEN, Target, parse_frames, read_stamp, stamp};
+use crate::workers::{self, Shared};
+use crate::{
     BenchError, check_file_limit, process_cpu_secs, table, thousands, worker_threads,
 };
-use crate::gateway::frame::encode_client_frame;
 
 /// Read buffer each connection starts with; grows only for frames larger than it.
 const READ_BUF: usize = 4096;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::bench::BenchError;
+use crate::BenchError;
 
 /// How long one connection attempt (TCP and handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,6 +200,25 @@ pub(crate) fn read_stamp(payload: &[u8]) -> Option<u64> {
         v = (v << 4) | u64::from(d);
     }
     Some(v)
+}
+
+/// Encodes a client frame, masked with `mask` (the bench varies it per message; tests fix it).
+pub fn encode_client_frame(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bench::client::Target;
-use crate::bench::workers::{self, Shared};
-use crate::bench::{
+use crate::client::Target;
+use crate::workers::{self, Shared};
+use crate::{
     BenchError, check_file_limit, process_rss_kib, table, thousands, worker_threads,
 };
 

@@ -26,6 +26,7 @@ mod fanout;
 mod idle;
 mod workers;
 
+pub use client::encode_client_frame;
 pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout};
 pub use idle::{IdleOptions, IdleReport, run_idle};
 

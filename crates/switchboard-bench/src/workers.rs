@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::bench::client::{self, Connected, Target};
+use crate::client::{self, Connected, Target};
 
 /// Connection attempts one worker keeps in flight.
 const CONNECT_CONCURRENCY: usize = 128;
