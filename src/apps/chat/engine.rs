@@ -24,6 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apps::chat::ChatConfig;
+use crate::apps::chat::cluster::PeerChange;
 use crate::apps::chat::presence::Presence;
 use crate::apps::chat::protocol::{
     self, ChatError, ErrorCode, Joined, LOBBY, Member, Name, PresenceEvent, Request, Room,
@@ -42,6 +43,15 @@ use crate::time;
 const MAX_BATCH: usize = 512;
 /// The most rooms a `rooms` answer lists.
 const MAX_ROOMS_LISTED: usize = 100;
+/// How long a join waits for the other nodes to see it (see [`Presence::order_join`]).
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A join waiting for the other nodes.
+#[derive(Debug)]
+struct PendingJoin {
+    name: Option<Name>,
+    since: Option<u64>,
+}
 
 /// What a connection asks of the store thread.
 #[derive(Debug)]
@@ -61,14 +71,11 @@ pub(crate) enum Command {
     },
     /// A write another node (or this one) stored, announced by a shared store.
     Announced { write: Write, applied: Applied },
-    /// A frame another node fanned out (presence events): deliver it to this node's
-    /// connections in `room`, or to its plain clients when `room` is `None`.
-    Remote {
-        room: Option<Room>,
-        frame: OutFrame,
-        skip: Option<Id>,
-    },
-    /// Mirror this node's membership again (the shared backend came back).
+    /// A membership change another node made.
+    Peer(PeerChange),
+    /// A join waiting for the other nodes took too long.
+    JoinExpired { room: Room, id: Id },
+    /// Share this node's membership again (the link between nodes came back).
     Resync,
     /// Apply age retention.
     Tick,
@@ -156,6 +163,9 @@ pub(crate) fn start(
         pending: Vec::new(),
         gone: Vec::new(),
         floors: std::collections::HashMap::new(),
+        joining: std::collections::HashMap::new(),
+        runtime: runtime.clone(),
+        tx: tx.downgrade(),
     };
     std::thread::Builder::new()
         .name("chat-store".into())
@@ -187,6 +197,11 @@ struct Engine {
     /// `joined` history held. An announcement can arrive after a join whose history already
     /// read its message; it is not delivered to that joiner again.
     floors: std::collections::HashMap<(Room, Id), u64>,
+    /// Joins waiting for the other nodes to see them.
+    joining: std::collections::HashMap<(Room, Id), PendingJoin>,
+    /// For the joins' deadlines.
+    runtime: Option<Handle>,
+    tx: mpsc::WeakSender<Command>,
 }
 
 fn unavailable(e: &StoreError) -> ChatError {
@@ -287,17 +302,12 @@ impl Engine {
                 self.flush();
                 self.deliver(&write, applied);
             }
-            Command::Remote { room, frame, skip } => {
-                let skip = skip.as_slice();
-                match room {
-                    Some(room) => self
-                        .presence
-                        .publish_local(&room, &frame, skip, &mut self.gone),
-                    None => self
-                        .presence
-                        .publish_plain_local(&frame, skip, &mut self.gone),
+            Command::Peer(change) => {
+                if let Some((room, id)) = self.presence.peer(change, &mut self.gone) {
+                    self.joined(room, id);
                 }
             }
+            Command::JoinExpired { room, id } => self.join_expired(room, id),
             Command::Resync => self.presence.resync(),
             Command::Tick => {
                 self.flush();
@@ -364,50 +374,34 @@ impl Engine {
     fn read_or_presence(&mut self, id: Id, request: Request) -> Result<(), ChatError> {
         match request {
             Request::Join { room, name, since } => {
-                let (history_default, recovery_max) = (self.history_default, self.recovery_max);
-                let store = &mut self.store;
-                let last_id = store.last_id(&room).map_err(|e| unavailable(&e))?;
-                let (messages, truncated) = match since {
-                    Some(since) if since <= last_id => {
-                        let r = store
-                            .after(&room, since, recovery_max)
-                            .map_err(|e| unavailable(&e))?;
-                        (r.messages, r.truncated)
-                    }
-                    // No `since`: the latest messages. A `since` above the last id: the
-                    // client's view belongs to another database; it starts afresh.
-                    other => {
-                        let page = store
-                            .before(&room, None, history_default)
-                            .map_err(|e| unavailable(&e))?;
-                        (page.messages, other.is_some())
-                    }
-                };
-                if let Some(name) = name {
-                    self.rename(id, name, false);
+                if self.presence.is_member(&room, id) {
+                    return self.join(id, room, name, since);
                 }
-                let newly = self.presence.join(&room, id);
-                if self.store.announces() {
-                    self.floors.insert((room.clone(), id), last_id);
+                if self.joining.contains_key(&(room.clone(), id)) {
+                    // Answered when the first one is.
+                    return Ok(());
                 }
-                let you = self.presence.member(id);
-                let members = self.presence.members(&room);
-                self.reply(
+                let member = Member {
                     id,
-                    &protocol::joined_frame(&Joined {
-                        room: &room,
-                        you: &you,
-                        members: &members,
-                        messages: &messages,
-                        last_id,
-                        truncated,
-                    }),
-                );
-                if newly {
-                    let frame = protocol::presence_frame(&room, PresenceEvent::Join, &you, None);
-                    self.presence
-                        .publish(&room, &frame, Some(id), &mut self.gone);
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| self.presence.member(id).name),
+                };
+                if let Some(runtime) = &self.runtime
+                    && self.presence.order_join(&room, &member)
+                {
+                    self.joining
+                        .insert((room.clone(), id), PendingJoin { name, since });
+                    let tx = self.tx.clone();
+                    runtime.spawn(async move {
+                        tokio::time::sleep(JOIN_TIMEOUT).await;
+                        if let Some(tx) = tx.upgrade() {
+                            let _ = tx.send(Command::JoinExpired { room, id }).await;
+                        }
+                    });
+                    return Ok(());
                 }
+                return self.join(id, room, name, since);
             }
             Request::History {
                 room,
@@ -434,7 +428,8 @@ impl Engine {
                 self.reply(id, &protocol::left_frame(&room));
                 let member = self.presence.member(id);
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
             Request::Nick { name } => self.rename(id, name, true),
             Request::Who { room } => {
@@ -488,6 +483,84 @@ impl Engine {
         Ok(())
     }
 
+    /// Joins `room` now: history, membership, the `joined` answer, the members' news.
+    fn join(
+        &mut self,
+        id: Id,
+        room: Room,
+        name: Option<Name>,
+        since: Option<u64>,
+    ) -> Result<(), ChatError> {
+        let (history_default, recovery_max) = (self.history_default, self.recovery_max);
+        let store = &mut self.store;
+        let last_id = store.last_id(&room).map_err(|e| unavailable(&e))?;
+        let (messages, truncated) = match since {
+            Some(since) if since <= last_id => {
+                let r = store
+                    .after(&room, since, recovery_max)
+                    .map_err(|e| unavailable(&e))?;
+                (r.messages, r.truncated)
+            }
+            // No `since`: the latest messages. A `since` above the last id: the
+            // client's view belongs to another database; it starts afresh.
+            other => {
+                let page = store
+                    .before(&room, None, history_default)
+                    .map_err(|e| unavailable(&e))?;
+                (page.messages, other.is_some())
+            }
+        };
+        if let Some(name) = name {
+            self.rename(id, name, false);
+        }
+        let newly = self.presence.join(&room, id);
+        if self.store.announces() {
+            self.floors.insert((room.clone(), id), last_id);
+        }
+        let you = self.presence.member(id);
+        let members = self.presence.members(&room);
+        self.reply(
+            id,
+            &protocol::joined_frame(&Joined {
+                room: &room,
+                you: &you,
+                members: &members,
+                messages: &messages,
+                last_id,
+                truncated,
+            }),
+        );
+        if newly {
+            let frame = protocol::presence_frame(&room, PresenceEvent::Join, &you, None);
+            self.presence
+                .publish_local(&room, &frame, &[id], &mut self.gone);
+        }
+        Ok(())
+    }
+
+    /// A join the other nodes have seen (in the order of every node's changes) takes effect.
+    fn joined(&mut self, room: Room, id: Id) {
+        let Some(pending) = self.joining.remove(&(room.clone(), id)) else {
+            return;
+        };
+        if let Err(e) = self.join(id, room.clone(), pending.name, pending.since) {
+            self.presence.retract_join(&room, &self.presence.member(id));
+            self.refuse(id, "join", None, &e);
+        }
+    }
+
+    /// A join the other nodes did not see in time fails; whatever they saw is undone.
+    fn join_expired(&mut self, room: Room, id: Id) {
+        if self.joining.remove(&(room.clone(), id)).is_some() {
+            self.presence.retract_join(&room, &self.presence.member(id));
+            let error = ChatError::new(
+                ErrorCode::Unavailable,
+                "the chat could not reach its other nodes in time; try again",
+            );
+            self.refuse(id, "join", None, &error);
+        }
+    }
+
     /// Changes a name and tells every room the connection is in.
     fn rename(&mut self, id: Id, name: Name, acknowledge: bool) {
         let (previous, rooms) = self.presence.rename(id, name.clone());
@@ -499,7 +572,8 @@ impl Engine {
             for room in rooms {
                 let frame =
                     protocol::presence_frame(&room, PresenceEvent::Rename, &you, Some(&previous));
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
         }
     }
@@ -599,10 +673,23 @@ impl Engine {
         if !self.floors.is_empty() {
             self.floors.retain(|(_, member), _| *member != id);
         }
+        if !self.joining.is_empty() {
+            let rooms: Vec<Room> = self
+                .joining
+                .keys()
+                .filter(|(_, member)| *member == id)
+                .map(|(room, _)| room.clone())
+                .collect();
+            for room in rooms {
+                self.joining.remove(&(room.clone(), id));
+                self.presence.retract_join(&room, &self.presence.member(id));
+            }
+        }
         if let Some((member, rooms)) = self.presence.disconnect(id) {
             for room in rooms {
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
         }
     }

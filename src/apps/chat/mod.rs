@@ -10,6 +10,8 @@
 //!   out after they are stored;
 //! - [`store`] / [`sqlite`]: the history backend trait and its SQLite implementation;
 //! - [`presence`]: membership, names and fan-out, behind a trait a cluster can implement;
+//! - [`cluster`]: the chat on several nodes: history in Redis, membership shared over the
+//!   cluster's bus;
 //! - [`articles`]: the articles' `sendmessage` and `$default`, unchanged for their clients;
 //! - [`ui`]: the browser UI, embedded in the binary.
 
@@ -30,6 +32,7 @@ use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
 
 pub mod articles;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod presence;
@@ -179,15 +182,12 @@ impl Chat {
             .await;
     }
 
-    /// Delivers a frame another node fanned out to this node's members of `room` (or plain
-    /// clients when `room` is `None`).
-    pub async fn remote(&self, room: Option<protocol::Room>, frame: OutFrame, skip: Option<Id>) {
-        self.engine
-            .send(Command::Remote { room, frame, skip })
-            .await;
+    /// Applies a membership change another node made.
+    pub(crate) async fn peer(&self, change: cluster::PeerChange) {
+        self.engine.send(Command::Peer(change)).await;
     }
 
-    /// Writes this node's membership again into a shared backend that lost it.
+    /// Shares this node's membership again with the other nodes.
     pub async fn resync(&self) {
         self.engine.send(Command::Resync).await;
     }
