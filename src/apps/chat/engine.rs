@@ -44,7 +44,7 @@ const MAX_BATCH: usize = 512;
 /// The most rooms a `rooms` answer lists.
 const MAX_ROOMS_LISTED: usize = 100;
 /// How long a join waits for the other nodes to see it (see [`Presence::order_join`]).
-pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A join waiting for the other nodes.
 #[derive(Debug)]
