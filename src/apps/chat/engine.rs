@@ -46,6 +46,9 @@ const MAX_ROOMS_LISTED: usize = 100;
 /// How long a join waits for the other nodes to see it (see [`Presence::order_join`]).
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most requests held per connection while its join waits; beyond, they are refused.
+const MAX_HELD: usize = 256;
+
 /// A join waiting for the other nodes.
 #[derive(Debug)]
 struct PendingJoin {
@@ -164,6 +167,7 @@ pub(crate) fn start(
         gone: Vec::new(),
         floors: std::collections::HashMap::new(),
         joining: std::collections::HashMap::new(),
+        held: std::collections::HashMap::new(),
         runtime: runtime.clone(),
         tx: tx.downgrade(),
     };
@@ -199,6 +203,9 @@ struct Engine {
     floors: std::collections::HashMap<(Room, Id), u64>,
     /// Joins waiting for the other nodes to see them.
     joining: std::collections::HashMap<(Room, Id), PendingJoin>,
+    /// The later requests of connections with a join waiting, carried out after it, so that
+    /// each connection's requests take effect (and are answered) in the order it made them.
+    held: std::collections::HashMap<Id, std::collections::VecDeque<Command>>,
     /// For the joins' deadlines.
     runtime: Option<Handle>,
     tx: mpsc::WeakSender<Command>,
@@ -276,7 +283,11 @@ impl Engine {
                 self.flush();
                 self.depart(id);
             }
+            Command::Request { id, request } if self.held.contains_key(&id) => {
+                self.hold(id, Command::Request { id, request });
+            }
             Command::Request { id, request } => self.request(id, request),
+            Command::Article { id, .. } if self.held.contains_key(&id) => self.hold(id, command),
             Command::Article {
                 id,
                 action,
@@ -392,6 +403,7 @@ impl Engine {
                 {
                     self.joining
                         .insert((room.clone(), id), PendingJoin { name, since });
+                    self.held.entry(id).or_default();
                     let tx = self.tx.clone();
                     runtime.spawn(async move {
                         tokio::time::sleep(JOIN_TIMEOUT).await;
@@ -547,6 +559,7 @@ impl Engine {
             self.presence.retract_join(&room, &self.presence.member(id));
             self.refuse(id, "join", None, &e);
         }
+        self.release(id);
     }
 
     /// A join the other nodes did not see in time fails; whatever they saw is undone.
@@ -558,6 +571,36 @@ impl Engine {
                 "the chat could not reach its other nodes in time; try again",
             );
             self.refuse(id, "join", None, &error);
+        }
+        self.release(id);
+    }
+
+    /// Keeps a request of a connection whose join is waiting, to be carried out after it.
+    fn hold(&mut self, id: Id, command: Command) {
+        let held = self.held.entry(id).or_default();
+        if held.len() < MAX_HELD {
+            held.push_back(command);
+            return;
+        }
+        let error = ChatError::new(
+            ErrorCode::Unavailable,
+            format!("more than {MAX_HELD} requests wait for your join; try again"),
+        );
+        match command {
+            Command::Request { request, .. } => self.refuse(id, request.action(), None, &error),
+            Command::Article { action, .. } => self.refuse(id, action, None, &error),
+            _ => {}
+        }
+    }
+
+    /// Carries out the requests held while the connection's joins were waiting, in order,
+    /// once none is.
+    fn release(&mut self, id: Id) {
+        if self.joining.keys().any(|(_, member)| *member == id) {
+            return;
+        }
+        for command in self.held.remove(&id).unwrap_or_default() {
+            self.handle(command);
         }
     }
 
@@ -673,6 +716,7 @@ impl Engine {
         if !self.floors.is_empty() {
             self.floors.retain(|(_, member), _| *member != id);
         }
+        self.held.remove(&id);
         if !self.joining.is_empty() {
             let rooms: Vec<Room> = self
                 .joining

@@ -499,14 +499,22 @@ mod tests {
     }
 
     impl Client {
-        /// The next frame of type `kind`, skipping others; waits for the outbox to be pushed.
+        /// The next frame of type `kind`, skipping others.
         async fn next_of(&mut self, kind: &str) -> serde_json::Value {
+            loop {
+                let frame = self.next().await;
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+        }
+
+        /// The next frame; waits for the outbox to be pushed.
+        async fn next(&mut self) -> serde_json::Value {
             tokio::time::timeout(WAIT, async {
                 loop {
-                    while let Some(frame) = self.frames.pop_front() {
-                        if frame["type"] == kind {
-                            return frame;
-                        }
+                    if let Some(frame) = self.frames.pop_front() {
+                        return frame;
                     }
                     let queued = std::future::poll_fn(|cx| {
                         self.conn.register(cx);
@@ -532,7 +540,7 @@ mod tests {
                 }
             })
             .await
-            .unwrap_or_else(|_| panic!("a {kind} frame arrives"))
+            .expect("a frame arrives")
         }
     }
 
@@ -633,6 +641,37 @@ mod tests {
         assert_eq!(left["member"]["name"], "robert");
         c.sees("general", &["alice", "watcher"]).await;
         a.sees("general", &["alice", "watcher"]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_made_while_a_join_waits_for_the_bus_follow_it() {
+        let cluster = Cluster::new();
+        let a = cluster.node("a");
+        let mut alice = a.connect();
+        a.request(
+            &alice,
+            Request::Join {
+                room: "r".into(),
+                name: Some("alice".into()),
+                since: None,
+            },
+        );
+        a.send(&alice, "r", "right after the join");
+        a.request(&alice, Request::Who { room: "r".into() });
+        // Each takes effect after the join, which is answered first. (The message comes back
+        // through the store, as on every node, so it may follow the answer to `who`.)
+        let joined = alice.next().await;
+        assert_eq!(
+            (joined["type"].as_str(), joined["room"].as_str()),
+            (Some("joined"), Some("r"))
+        );
+        let mut next = [alice.next().await, alice.next().await];
+        next.sort_by_key(|f| f["type"].as_str().unwrap_or_default().to_owned());
+        let [who, message] = next;
+        assert_eq!(who["type"], "members", "{who}");
+        assert_eq!(who["members"][0]["name"], "alice");
+        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(message["text"], "right after the join");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
