@@ -7,7 +7,8 @@
 //!   ([`protocol`]), applies the rate limit (a [`TokenBucket`] per connection), answers mistakes at once, and
 //!   queues the rest for the store thread;
 //! - `engine`: the store thread, which owns history and presence changes and fans frames
-//!   out after they are stored;
+//!   out after they are stored; `worker`: the store calls, run on the store thread or, for a
+//!   store across the network, on an I/O thread of their own;
 //! - [`store`] / [`sqlite`]: the history backend trait and its SQLite implementation;
 //! - [`presence`]: membership, names and fan-out, behind a trait a cluster can implement;
 //! - [`cluster`]: the chat on several nodes: history in Redis, membership shared over the
@@ -40,6 +41,7 @@ pub mod protocol;
 pub mod sqlite;
 pub mod store;
 pub mod ui;
+mod worker;
 
 pub use config::{ChatConfig, Synchronous};
 

@@ -299,7 +299,11 @@ mod tests {
     struct SharedStore {
         inner: Arc<Mutex<SqliteStore>>,
         bus: Arc<MemoryBus>,
+        /// When set, the next history read, once done, says so and waits to be let go.
+        gate: Arc<Mutex<Option<Gate>>>,
     }
+
+    type Gate = (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>);
 
     impl ChatStore for SharedStore {
         fn apply(&mut self, writes: &[Write]) -> Result<Vec<Applied>, StoreError> {
@@ -337,7 +341,13 @@ mod tests {
             self.inner.lock().unwrap().last_id(room)
         }
         fn before(&mut self, room: &str, b: Option<u64>, n: usize) -> Result<Page, StoreError> {
-            self.inner.lock().unwrap().before(room, b, n)
+            let page = self.inner.lock().unwrap().before(room, b, n);
+            let gate = self.gate.lock().unwrap().take();
+            if let Some((read, go)) = gate {
+                read.send(()).unwrap();
+                go.recv().unwrap();
+            }
+            page
         }
         fn after(&mut self, room: &str, since: u64, n: usize) -> Result<Recovery, StoreError> {
             self.inner.lock().unwrap().after(room, since, n)
@@ -372,6 +382,7 @@ mod tests {
                 store: SharedStore {
                     inner: Arc::new(Mutex::new(sqlite)),
                     bus: bus.clone(),
+                    gate: Arc::default(),
                 },
                 bus,
                 _dir: dir,
@@ -672,6 +683,74 @@ mod tests {
         assert_eq!(who["members"][0]["name"], "alice");
         assert_eq!(message["type"], "message", "{message}");
         assert_eq!(message["text"], "right after the join");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_stored_while_a_joiners_history_is_read_follows_its_joined_answer() {
+        let cluster = Cluster::new();
+        let (a, b) = (cluster.node("a"), cluster.node("b"));
+        let mut alice = a.connect();
+        a.join(&mut alice, "r", "alice").await;
+        let mut carol = b.connect();
+        b.join(&mut carol, "r", "carol").await;
+
+        // Bob's history is read (empty) and held back; meanwhile alice's message is stored
+        // and reaches node b, where carol gets it.
+        let (read_tx, read) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        *cluster.store.gate.lock().unwrap() = Some((read_tx, go_rx));
+        let mut bob = b.connect();
+        b.request(
+            &bob,
+            Request::Join {
+                room: "r".into(),
+                name: Some("bob".into()),
+                since: None,
+            },
+        );
+        tokio::task::spawn_blocking(move || read.recv().unwrap())
+            .await
+            .unwrap();
+        a.send(&alice, "r", "while bob's history was read");
+        assert_eq!(
+            carol.next_of("message").await["text"],
+            "while bob's history was read"
+        );
+        go.send(()).unwrap();
+
+        let joined = bob.next().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        assert_eq!(joined["messages"].as_array().unwrap().len(), 0);
+        assert_eq!(joined["lastId"], 0);
+        let message = bob.next().await;
+        assert_eq!(
+            (message["type"].as_str(), message["id"].as_u64()),
+            (Some("message"), Some(1)),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_taken_while_a_join_waits_keeps_the_join() {
+        let cluster = Cluster::new();
+        let (a, b) = (cluster.node("a"), cluster.node("b"));
+        let mut alice = a.connect();
+        // The join is shared, then a snapshot is taken before the join comes back.
+        a.request(
+            &alice,
+            Request::Join {
+                room: "general".into(),
+                name: Some("alice".into()),
+                since: None,
+            },
+        );
+        a.submit(Command::Resync);
+        alice.next_of("joined").await;
+        // A later change of node a reaches node b after the snapshot did.
+        let mut ann = a.connect();
+        a.join(&mut ann, "later", "ann").await;
+        b.sees("later", &["ann"]).await;
+        assert_eq!(names_of(&b.presence.members("general")), ["alice"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

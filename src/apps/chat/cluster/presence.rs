@@ -48,6 +48,9 @@ pub struct ClusterPresence {
     channel: String,
     /// The other nodes' members, by room.
     remote: Mutex<Rooms>,
+    /// This node's joins shared but not in effect yet: part of this node's state for the
+    /// others (a snapshot taken meanwhile must not undo the join they were told of).
+    joining: Mutex<HashMap<(Room, Id), Name>>,
 }
 
 impl std::fmt::Debug for ClusterPresence {
@@ -68,6 +71,7 @@ impl ClusterPresence {
             bus,
             channel: super::channel(prefix),
             remote: Mutex::default(),
+            joining: Mutex::default(),
         }
     }
 
@@ -84,16 +88,29 @@ impl ClusterPresence {
     }
 
     fn state(&self, ask: bool) -> PeerChange {
+        let mut members: Vec<(String, WireMember)> = self
+            .local
+            .memberships()
+            .into_iter()
+            .map(|(room, member)| (room.to_string(), WireMember::from(&member)))
+            .collect();
+        let joining = self.joining.lock().expect("joining lock");
+        members.extend(joining.iter().map(|((room, id), name)| {
+            let member = Member {
+                id: *id,
+                name: name.clone(),
+            };
+            (room.to_string(), WireMember::from(&member))
+        }));
         PeerChange::State {
             node: self.node.to_string(),
-            members: self
-                .local
-                .memberships()
-                .into_iter()
-                .map(|(room, member)| (room.to_string(), WireMember::from(&member)))
-                .collect(),
+            members,
             ask,
         }
+    }
+
+    fn joining(&self) -> std::sync::MutexGuard<'_, HashMap<(Room, Id), Name>> {
+        self.joining.lock().expect("joining lock")
     }
 
     /// Sends a presence frame about `member` to this node's members of `room`.
@@ -133,10 +150,13 @@ impl Presence for ClusterPresence {
 
     fn join(&self, room: &Room, id: Id) -> bool {
         // Shared before, by `order_join`.
+        self.joining().remove(&(room.clone(), id));
         self.local.join(room, id)
     }
 
     fn order_join(&self, room: &Room, member: &Member) -> bool {
+        self.joining()
+            .insert((room.clone(), member.id), member.name.clone());
         self.share(PeerChange::Join {
             node: self.node.to_string(),
             room: room.to_string(),
@@ -146,6 +166,7 @@ impl Presence for ClusterPresence {
     }
 
     fn retract_join(&self, room: &Room, member: &Member) {
+        self.joining().remove(&(room.clone(), member.id));
         self.share(PeerChange::Leave {
             node: self.node.to_string(),
             room: room.to_string(),

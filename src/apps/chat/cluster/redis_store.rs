@@ -7,12 +7,12 @@
 //! [`ChatEvent`](super::ChatEvent)). Redis runs scripts one at a time, so the writes of a room
 //! come out in id order on every node, and a message is stored before anyone can receive it.
 //!
-//! The store is called from the chat's store thread, and its calls wait for Redis, each at
-//! most [`IO_TIMEOUT`]. A call that times out (Redis stopped answering) marks Redis as not
-//! answering: until a probe on the runtime gets an answer again, calls fail at once instead of
-//! waiting, so a stalled Redis costs the store thread one timeout, not one per request. When
-//! Redis is unreachable, writes fail and their senders get `unavailable` (never an
-//! acknowledgement for a message that was not stored).
+//! The store is called on the chat's I/O thread (it announces its writes, so the chat does not
+//! call it on the store thread), and its calls wait for Redis, each at most [`IO_TIMEOUT`]. A
+//! call that times out (Redis stopped answering) marks Redis as not answering: until a probe on
+//! the runtime gets an answer again, calls fail at once instead of waiting, so a stalled Redis
+//! costs one timeout, not one per request. When Redis is unreachable, writes fail and their
+//! senders get `unavailable` (never an acknowledgement for a message that was not stored).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
