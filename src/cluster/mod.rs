@@ -851,3 +851,56 @@ impl Bus for ClusterRegistry {
         rx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ConnectionContext;
+
+    /// A registry that has not run: nothing is sent, its queues only fill.
+    fn idle_registry() -> Arc<ClusterRegistry> {
+        ClusterRegistry::new(ClusterConfig::new("redis://127.0.0.1:1/0", "n")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_bus_queue_refuses_the_message_and_says_so() {
+        let registry = idle_registry();
+        for _ in 0..BUS_OUTBOX {
+            registry.publish("c", Bytes::from_static(b"m")).unwrap();
+        }
+        assert_eq!(
+            registry.publish("c", Bytes::from_static(b"m")),
+            Err(BusError::Full)
+        );
+    }
+
+    #[tokio::test]
+    async fn registering_never_waits_and_a_full_write_queue_reannounces_later() {
+        let registry = idle_registry();
+        let conn = |_| {
+            Arc::new(Conn::new(
+                ConnectionContext {
+                    connection_id: Id::random(),
+                    connected_at_ms: 0,
+                    source_ip: "127.0.0.1".parse().unwrap(),
+                    user_agent: None,
+                    domain_name: "localhost".into(),
+                    authorizer: None,
+                },
+                1024,
+            ))
+        };
+        for c in (0..WRITES).map(conn) {
+            assert!(matches!(registry.register(c), Deferred::Ready(true)));
+        }
+        assert!(!registry.reannounce.load(Ordering::Relaxed));
+        let one_more = conn(0);
+        let id = one_more.id();
+        assert!(matches!(registry.register(one_more), Deferred::Ready(true)));
+        assert!(
+            registry.reannounce.load(Ordering::Relaxed),
+            "its key is written with every other at the next heartbeat"
+        );
+        assert!(registry.local(&id).is_some(), "served locally meanwhile");
+    }
+}

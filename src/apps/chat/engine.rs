@@ -56,7 +56,7 @@ pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most requests held per connection while its join or read waits; beyond, they are
 /// refused.
-const MAX_HELD: usize = 256;
+pub(crate) const MAX_HELD: usize = 256;
 
 /// A join waiting for the other nodes.
 #[derive(Debug)]

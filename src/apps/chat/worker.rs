@@ -304,3 +304,83 @@ fn io_thread(
     drop(store);
     answer(Command::StoreClosed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::chat::store::{Recovery, RoomInfo};
+    use std::sync::Mutex;
+
+    /// A store across the network whose first write waits to be let go.
+    struct Slow {
+        go: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl ChatStore for Slow {
+        fn apply(&mut self, writes: &[Write]) -> Result<Vec<Applied>, StoreError> {
+            if let Some(go) = self.go.lock().unwrap().take() {
+                go.recv().unwrap();
+            }
+            Ok(writes.iter().map(|_| Applied::Appended(1)).collect())
+        }
+        fn last_id(&mut self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn before(&mut self, _: &str, _: Option<u64>, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn after(&mut self, _: &str, _: u64, _: usize) -> Result<Recovery, StoreError> {
+            Ok(Recovery::default())
+        }
+        fn rooms(&mut self, _: usize) -> Result<Vec<RoomInfo>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn prune(&mut self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn announces(&self) -> bool {
+            true
+        }
+    }
+
+    fn apply() -> Job {
+        Job::Apply {
+            writes: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_io_queue_fails_a_job_at_once_and_the_queued_ones_still_run() {
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let store = Slow {
+            go: Mutex::new(Some(go_rx)),
+        };
+        let (results, mut done) = mpsc::channel(2 * QUEUE);
+        let mut storage = Storage::new(Box::new(store), results.downgrade());
+        assert!(storage.is_deferred());
+        // The I/O thread holds at most one job while the queue holds `QUEUE`.
+        let mut accepted = 0;
+        let refused = loop {
+            match storage.submit(apply()) {
+                None => accepted += 1,
+                Some(refused) => break refused,
+            }
+            assert!(accepted <= QUEUE + 1, "the queue is bounded");
+        };
+        assert!(accepted >= QUEUE, "{accepted}");
+        assert!(
+            matches!(refused, Done::Applied { result: Err(StoreError::Failed(ref m)), .. } if m.contains("behind")),
+            "{refused:?}"
+        );
+        go.send(()).unwrap();
+        assert!(storage.close());
+        for _ in 0..accepted {
+            assert!(matches!(
+                done.blocking_recv(),
+                Some(Command::Done(Done::Applied { result: Ok(_), .. }))
+            ));
+        }
+        assert!(matches!(done.blocking_recv(), Some(Command::StoreClosed)));
+    }
+}

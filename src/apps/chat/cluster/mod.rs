@@ -278,7 +278,7 @@ mod tests {
 
     use crate::apps::chat::ChatConfig;
     use crate::apps::chat::Synchronous;
-    use crate::apps::chat::engine::Command;
+    use crate::apps::chat::engine::{Command, MAX_HELD};
     use crate::apps::chat::presence::Presence;
     use crate::apps::chat::protocol::Request;
     use crate::apps::chat::sqlite::SqliteStore;
@@ -728,6 +728,47 @@ mod tests {
             (Some("message"), Some(1)),
             "{message}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_held_behind_a_read_are_bounded_and_the_rest_refused() {
+        let cluster = Cluster::new();
+        let a = cluster.node("a");
+        let (read_tx, read) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        *cluster.store.gate.lock().unwrap() = Some((read_tx, go_rx));
+        let mut bob = a.connect();
+        a.request(
+            &bob,
+            Request::Join {
+                room: "r".into(),
+                name: Some("bob".into()),
+                since: None,
+            },
+        );
+        let extra = 10;
+        for _ in 0..MAX_HELD + extra {
+            a.request(&bob, Request::Who { room: "r".into() });
+        }
+        for _ in 0..extra {
+            let refused = bob.next().await;
+            assert_eq!(
+                (refused["type"].as_str(), refused["action"].as_str()),
+                (Some("error"), Some("who")),
+                "{refused}"
+            );
+            assert_eq!(refused["code"], "unavailable");
+        }
+        tokio::task::spawn_blocking(move || read.recv().unwrap())
+            .await
+            .unwrap();
+        go.send(()).unwrap();
+        assert_eq!(bob.next().await["type"], "joined");
+        for _ in 0..MAX_HELD {
+            let who = bob.next().await;
+            assert_eq!(who["type"], "members", "{who}");
+            assert_eq!(who["members"][0]["name"], "bob");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
