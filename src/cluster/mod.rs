@@ -275,11 +275,6 @@ impl ClusterRegistry {
         &self.config.node_id
     }
 
-    /// A connection to the cluster's Redis (shared, reconnecting).
-    pub fn redis(&self) -> ConnectionManager {
-        self.redis.clone()
-    }
-
     /// The prefix of every key and channel.
     pub fn key_prefix(&self) -> &str {
         &self.config.key_prefix
