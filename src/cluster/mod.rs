@@ -12,9 +12,9 @@
 //!
 //! and one pub/sub channel per node, `{p}:node:{node}`, carrying management requests for its
 //! connections and the replies to its own requests. The same pub/sub connection carries the
-//! channels of the cluster's [`Bus`] (the chat's), which the registry implements. A connection whose node's heartbeat has
-//! expired answers 410; the first node to notice a dead node deletes its keys and announces
-//! [`ClusterEvent::NodeDown`].
+//! channels of the cluster's [`Bus`] (the chat's), which the registry implements. A connection
+//! whose node's heartbeat has expired answers 410; the first node to notice a dead node
+//! deletes its keys and announces [`ClusterEvent::NodeDown`].
 //!
 //! When Redis is unreachable the node keeps serving its own connections, reports not ready,
 //! and reconnects with back-off; once Redis answers again it re-announces its connections
