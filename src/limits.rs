@@ -1,26 +1,38 @@
 //! Admission limits: connections per source address, new connections per second, and the
-//! token bucket that also limits messages per connection.
+//! one token bucket type, which also limits the gateway's messages and the chat's requests per
+//! connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// A token bucket: `rate` tokens per second, holding at most `rate` (one second's worth).
+/// A token bucket: `rate` tokens per second, holding at most `burst`. The gateway's
+/// per-connection message limit and new-connection limit hold one second's worth
+/// ([`TokenBucket::new`]); the chat's per-connection request limit has a burst of its own.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl TokenBucket {
-    /// A full bucket refilling at `rate` per second.
+    /// A full bucket refilling at `rate` per second, holding one second's worth.
     pub fn new(rate: u32) -> Self {
+        Self::with_burst(rate, rate, Instant::now())
+    }
+
+    /// A full bucket of `burst` tokens (at least one) refilling at `rate` per second, as of
+    /// `now`.
+    pub fn with_burst(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
         TokenBucket {
             rate: f64::from(rate),
-            tokens: f64::from(rate),
-            last: Instant::now(),
+            burst,
+            tokens: burst,
+            last: now,
         }
     }
 
@@ -29,10 +41,11 @@ impl TokenBucket {
         self.try_take_at(Instant::now())
     }
 
-    fn try_take_at(&mut self, now: Instant) -> bool {
+    /// [`try_take`](Self::try_take) at a given time.
+    pub fn try_take_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -177,6 +190,21 @@ mod tests {
         assert!(b.try_take_at(t0 + Duration::from_secs(60)));
         assert!(b.try_take_at(t0 + Duration::from_secs(60)));
         assert!(!b.try_take_at(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_burst_of_its_own_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::with_burst(2, 3, t0);
+        assert!((0..3).all(|_| b.try_take_at(t0)));
+        assert!(!b.try_take_at(t0));
+        // Half a second at 2 per second gives one token back.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.try_take_at(t1));
+        assert!(!b.try_take_at(t1));
+        // A long pause refills to the burst, no more.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.try_take_at(t2)).count(), 3);
     }
 
     #[test]

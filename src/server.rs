@@ -15,11 +15,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, ApiError, keys};
+use crate::apps::chat::cluster::{ClusterPresence, RedisChatStore, connect_chat};
 use crate::apps::chat::sqlite::SqliteStore;
 use crate::apps::chat::store::StoreError;
 use crate::apps::chat::{Chat, ChatConfig};
-use crate::cluster::ClusterConfig;
-use crate::cluster::chat::{ClusterPresence, RedisChatStore, connect_chat};
 use crate::cluster::{ClusterError, ClusterRegistry};
 use crate::config::{BuiltinApp, Config, ConfigError};
 use crate::event::ApiContext;
@@ -102,16 +101,15 @@ impl Server {
         let options = ChatOptions {
             chat: config.chat.clone(),
             data_dir: config.data_dir.clone(),
-            cluster: config.cluster.clone(),
         };
         let mut chat: Option<Arc<Chat>> = None;
-        let mut server = Self::build(config, |management| {
+        let mut server = Self::build(config, |management, cluster| {
             // The chat starts (and opens its storage) only if something uses it.
             let mut start_chat = || -> Result<Arc<Chat>, Error> {
                 if let Some(chat) = &chat {
                     return Ok(chat.clone());
                 }
-                let started = options.start(management.clone())?;
+                let started = options.start(management.clone(), cluster)?;
                 chat = Some(started.clone());
                 Ok(started)
             };
@@ -139,12 +137,12 @@ impl Server {
         config: Config,
         build: impl FnOnce(ManagementApi) -> Result<Api, ApiError>,
     ) -> Result<Self, Error> {
-        Self::build(config, |management| Ok(build(management)?))
+        Self::build(config, |management, _| Ok(build(management)?))
     }
 
     fn build(
         config: Config,
-        build: impl FnOnce(ManagementApi) -> Result<Api, Error>,
+        build: impl FnOnce(ManagementApi, Option<&Arc<ClusterRegistry>>) -> Result<Api, Error>,
     ) -> Result<Self, Error> {
         config.validate()?;
         let cluster = config
@@ -160,7 +158,7 @@ impl Server {
         let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
             .with_credentials(config.management_credentials.clone())
             .counting_into(metrics.clone());
-        let api = build(management.clone())?;
+        let api = build(management.clone(), cluster.as_ref())?;
         let api_context = ApiContext {
             api_id: config.api_id.clone(),
             stage: config.stage.clone(),
@@ -218,7 +216,12 @@ impl Server {
         if let Some(cluster) = &self.cluster {
             if let Some(chat) = &self.chat {
                 // Before the registry runs: it subscribes to the chat's channel when it starts.
-                connect_chat(cluster, chat.clone(), cluster.key_prefix());
+                connect_chat(
+                    chat.clone(),
+                    cluster.clone(),
+                    cluster.key_prefix(),
+                    cluster.events(),
+                );
             }
             let run = cluster.clone().run(gw.shutdown.clone(), self.drain_timeout);
             gw.tracker.spawn(run);
@@ -366,21 +369,25 @@ fn echo_api() -> Result<Api, ApiError> {
 struct ChatOptions {
     chat: ChatConfig,
     data_dir: PathBuf,
-    cluster: Option<ClusterConfig>,
 }
 
 impl ChatOptions {
-    fn start(&self, management: ManagementApi) -> Result<Arc<Chat>, Error> {
+    fn start(
+        &self,
+        management: ManagementApi,
+        registry: Option<&Arc<ClusterRegistry>>,
+    ) -> Result<Arc<Chat>, Error> {
         let retention = self.chat.retention();
-        Ok(match &self.cluster {
-            Some(c) => {
-                let store = RedisChatStore::open(&c.redis_url, &c.key_prefix, retention)?;
+        Ok(match registry {
+            Some(registry) => {
+                let prefix = registry.key_prefix();
+                let store = RedisChatStore::open(registry.redis_url(), prefix, retention)?;
                 let presence = ClusterPresence::new(
-                    &c.redis_url,
-                    &c.key_prefix,
-                    &c.node_id,
+                    registry.node_id(),
+                    prefix,
+                    registry.clone(),
                     management.clone(),
-                )?;
+                );
                 Chat::start_with(
                     Box::new(store),
                     Arc::new(presence),

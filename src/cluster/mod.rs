@@ -11,15 +11,18 @@
 //! | `{p}:node:{node}:conns` | set | the connections a node holds (for clean-up after its death) |
 //!
 //! and one pub/sub channel per node, `{p}:node:{node}`, carrying management requests for its
-//! connections and the replies to its own requests. A connection whose node's heartbeat has
-//! expired answers 410; the first node to notice a dead node deletes its keys and announces
-//! [`ClusterEvent::NodeDown`].
+//! connections and the replies to its own requests. The same pub/sub connection carries the
+//! channels of the cluster's [`Bus`] (the chat's), which the registry implements. A connection
+//! whose node's heartbeat has expired answers 410; the first node to notice a dead node
+//! deletes its keys and announces [`ClusterEvent::NodeDown`].
 //!
 //! When Redis is unreachable the node keeps serving its own connections, reports not ready,
 //! and reconnects with back-off; once Redis answers again it re-announces its connections
-//! (Redis may have restarted empty) and resumes.
+//! (Redis may have restarted empty) and resumes. Nothing a connection waits for (its
+//! registration, a post to a connection of this node) goes to Redis on its way: the keys are
+//! written behind, through a bounded queue.
 
-pub mod chat;
+pub mod bus;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +42,7 @@ use crate::gateway::conn::Conn;
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::{ConnectionInfo, LocalRegistry, ManageError, Registry};
 use crate::ids::Id;
+use bus::{Bus, BusError};
 
 /// How a node joins a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,18 +159,24 @@ impl From<Result<(), ManageError>> for WireResult {
     }
 }
 
-/// Bookkeeping writes done off the connection path.
+/// Bookkeeping writes done off the connection path, in the order they were made.
 #[derive(Debug)]
 enum Write {
+    Register(Id),
     Unregister(Id),
 }
 
 /// Capacity of the queue between Redis's push messages and the dispatcher. Overflow drops
 /// the message (the requester times out) and is logged.
 const INBOX: usize = 16_384;
-/// Capacity of the bookkeeping queue. Overflow skips the write; stale keys are cleaned when
-/// looked up.
+/// Capacity of the bookkeeping queue. Overflow skips the write: a skipped registration is
+/// written with every other connection of the node at the next heartbeat that reaches Redis;
+/// stale keys are cleaned when looked up.
 const WRITES: usize = 16_384;
+/// Capacity of the bus's outgoing queue. Overflow drops the message ([`BusError::Full`]).
+const BUS_OUTBOX: usize = 16_384;
+/// The most bus messages sent in one pipeline.
+const BUS_BATCH: usize = 256;
 
 /// Finds a connection's node and whether that node is alive, in one round trip.
 const LOCATE: &str = r"
@@ -184,6 +194,10 @@ pub struct ClusterRegistry {
     inbox: Mutex<Option<mpsc::Receiver<PushInfo>>>,
     writes_tx: mpsc::Sender<Write>,
     writes_rx: Mutex<Option<mpsc::Receiver<Write>>>,
+    /// A bookkeeping write failed or was skipped: announce every connection again.
+    reannounce: AtomicBool,
+    bus_tx: mpsc::Sender<(String, Bytes)>,
+    bus_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<WireResult>>>,
     next_rid: AtomicU64,
     ready: AtomicBool,
@@ -234,6 +248,7 @@ impl ClusterRegistry {
             .set_automatic_resubscription();
         let redis = client.get_connection_manager_lazy(manager_config)?;
         let (writes_tx, writes_rx) = mpsc::channel(WRITES);
+        let (bus_tx, bus_rx) = mpsc::channel(BUS_OUTBOX);
         let (events, _) = broadcast::channel(256);
         Ok(Arc::new_cyclic(|this| ClusterRegistry {
             this: this.clone(),
@@ -243,6 +258,9 @@ impl ClusterRegistry {
             inbox: Mutex::new(Some(push_rx)),
             writes_tx,
             writes_rx: Mutex::new(Some(writes_rx)),
+            reannounce: AtomicBool::new(false),
+            bus_tx,
+            bus_rx: Mutex::new(Some(bus_rx)),
             pending: Mutex::default(),
             next_rid: AtomicU64::new(1),
             ready: AtomicBool::new(false),
@@ -255,21 +273,6 @@ impl ClusterRegistry {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id
-    }
-
-    /// Receives every message published on `channel` (from any node, this one included)
-    /// through `sink`. A full sink drops the message, with a warning. Subscribe before the
-    /// registry runs.
-    pub fn subscribe(&self, channel: String, sink: mpsc::Sender<Bytes>) {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .insert(channel, sink);
-    }
-
-    /// A connection to the cluster's Redis (shared, reconnecting).
-    pub fn redis(&self) -> ConnectionManager {
-        self.redis.clone()
     }
 
     /// The prefix of every key and channel.
@@ -301,13 +304,15 @@ impl ClusterRegistry {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, drain: Duration) {
         let inbox = self.inbox.lock().expect("inbox lock").take();
         let writes = self.writes_rx.lock().expect("writes lock").take();
-        let (Some(inbox), Some(writes)) = (inbox, writes) else {
+        let outbox = self.bus_rx.lock().expect("bus lock").take();
+        let (Some(inbox), Some(writes), Some(outbox)) = (inbox, writes, outbox) else {
             tracing::error!("the cluster registry is already running");
             return;
         };
         let tasks = tokio_util::task::TaskTracker::new();
         tasks.spawn(self.clone().dispatch(inbox));
         tasks.spawn(self.clone().write_behind(writes));
+        tasks.spawn(self.clone().publish_behind(outbox));
         tasks.spawn(self.clone().janitor(shutdown.clone()));
         self.heartbeat(&shutdown).await;
         // Draining: wait for this node's connections to close, then leave the cluster.
@@ -360,8 +365,11 @@ impl ClusterRegistry {
                 Ok(()) => {
                     if !self.ready.swap(true, Ordering::Relaxed) {
                         tracing::info!(node = %self.config.node_id, "cluster: Redis reachable; this node is ready");
+                        self.reannounce.store(false, Ordering::Relaxed);
                         self.announce_all().await;
                         let _ = self.events.send(ClusterEvent::RedisBack);
+                    } else if self.reannounce.swap(false, Ordering::Relaxed) {
+                        self.announce_all().await;
                     }
                     backoff = Duration::from_millis(100);
                     period
@@ -393,6 +401,7 @@ impl ClusterRegistry {
             }
             if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
                 tracing::warn!(%error, "cluster: could not re-announce connections");
+                self.reannounce.store(true, Ordering::Relaxed);
                 return;
             }
         }
@@ -421,23 +430,45 @@ impl ClusterRegistry {
         }
     }
 
-    /// Applies bookkeeping writes in the background.
+    /// Applies bookkeeping writes in the background, in order. While Redis is unreachable
+    /// they are skipped: the node announces all its connections when it is back.
     async fn write_behind(self: Arc<Self>, mut writes: mpsc::Receiver<Write>) {
-        while let Some(Write::Unregister(id)) = writes.recv().await {
+        while let Some(write) = writes.recv().await {
             if !self.ready.load(Ordering::Relaxed) {
                 continue;
             }
-            let result: redis::RedisResult<()> = redis::pipe()
-                .del(self.key(&format!("conn:{id}")))
-                .srem(
-                    self.key(&format!("node:{}:conns", self.config.node_id)),
-                    id.as_str(),
-                )
-                .exec_async(&mut self.redis.clone())
-                .await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "cluster: could not remove a connection's key");
+            let mut pipe = redis::pipe();
+            match &write {
+                Write::Register(id) => self.announce_into(&mut pipe, id),
+                Write::Unregister(id) => {
+                    pipe.del(self.key(&format!("conn:{id}")))
+                        .ignore()
+                        .srem(
+                            self.key(&format!("node:{}:conns", self.config.node_id)),
+                            id.as_str(),
+                        )
+                        .ignore();
+                }
             }
+            if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
+                tracing::debug!(%error, ?write, "cluster: a connection's key not written");
+                self.reannounce.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends the bus's messages, in order, a pipeline at a time.
+    async fn publish_behind(self: Arc<Self>, mut outbox: mpsc::Receiver<(String, Bytes)>) {
+        let mut batch = Vec::with_capacity(BUS_BATCH);
+        while outbox.recv_many(&mut batch, BUS_BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.publish(channel, payload.as_ref()).ignore();
+            }
+            if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
+                tracing::debug!(%error, messages = batch.len(), "cluster: bus messages not sent");
+            }
+            batch.clear();
         }
     }
 
@@ -526,8 +557,12 @@ impl ClusterRegistry {
                 .get(std::str::from_utf8(channel).unwrap_or_default())
                 .cloned();
             if let Some(sink) = sink {
-                if sink.try_send(Bytes::copy_from_slice(payload)).is_err() {
-                    tracing::warn!("cluster: an app's inbox is full; a message was dropped");
+                let channel = String::from_utf8_lossy(channel);
+                if !bus::offer(&channel, &sink, Bytes::copy_from_slice(payload)) {
+                    self.subscriptions
+                        .lock()
+                        .expect("subscriptions lock")
+                        .remove(&*channel);
                 }
                 continue;
             }
@@ -681,24 +716,12 @@ impl Registry for ClusterRegistry {
         if !self.local.insert(conn) {
             return Deferred::Ready(false);
         }
-        if !self.ready.load(Ordering::Relaxed) {
-            // Announced when Redis answers again.
-            return Deferred::Ready(true);
+        // Written behind: a slow Redis does not hold up the connection.
+        if self.writes_tx.try_send(Write::Register(id)).is_err() {
+            self.reannounce.store(true, Ordering::Relaxed);
+            tracing::debug!(connection_id = %id, "cluster: bookkeeping queue full; announced at the next heartbeat");
         }
-        let this = self.me();
-        Deferred::Pending(Box::pin(async move {
-            let mut pipe = redis::pipe();
-            this.announce_into(&mut pipe, &id);
-            let result = tokio::time::timeout(
-                Duration::from_secs(1),
-                pipe.exec_async(&mut this.redis.clone()),
-            )
-            .await;
-            if !matches!(result, Ok(Ok(()))) {
-                tracing::debug!(connection_id = %id, "cluster: connection not announced yet; will be when Redis answers");
-            }
-            true
-        }))
+        Deferred::Ready(true)
     }
 
     fn unregister(&self, id: &Id) {
@@ -796,5 +819,83 @@ impl Registry for ClusterRegistry {
 
     fn is_clustered(&self) -> bool {
         true
+    }
+}
+
+/// The cluster's bus: Redis pub/sub on the registry's connection. Publishing queues the message
+/// for a task that sends queued messages a pipeline at a time; the subscription connection
+/// hands each message to its channel's subscriber. Subscribe before the registry runs: the
+/// channels are subscribed to when it first reaches Redis (and again after every reconnect).
+/// Messages published while Redis is unreachable are lost.
+impl Bus for ClusterRegistry {
+    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
+        self.bus_tx
+            .try_send((channel.to_owned(), payload))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BusError::Full,
+                mpsc::error::TrySendError::Closed(_) => BusError::Closed,
+            })
+    }
+
+    fn subscribe(&self, channel: &str, capacity: usize) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .insert(channel.to_owned(), tx);
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ConnectionContext;
+
+    /// A registry that has not run: nothing is sent, its queues only fill.
+    fn idle_registry() -> Arc<ClusterRegistry> {
+        ClusterRegistry::new(ClusterConfig::new("redis://127.0.0.1:1/0", "n")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_bus_queue_refuses_the_message_and_says_so() {
+        let registry = idle_registry();
+        for _ in 0..BUS_OUTBOX {
+            registry.publish("c", Bytes::from_static(b"m")).unwrap();
+        }
+        assert_eq!(
+            registry.publish("c", Bytes::from_static(b"m")),
+            Err(BusError::Full)
+        );
+    }
+
+    #[tokio::test]
+    async fn registering_never_waits_and_a_full_write_queue_reannounces_later() {
+        let registry = idle_registry();
+        let conn = |_| {
+            Arc::new(Conn::new(
+                ConnectionContext {
+                    connection_id: Id::random(),
+                    connected_at_ms: 0,
+                    source_ip: "127.0.0.1".parse().unwrap(),
+                    user_agent: None,
+                    domain_name: "localhost".into(),
+                    authorizer: None,
+                },
+                1024,
+            ))
+        };
+        for c in (0..WRITES).map(conn) {
+            assert!(matches!(registry.register(c), Deferred::Ready(true)));
+        }
+        assert!(!registry.reannounce.load(Ordering::Relaxed));
+        let one_more = conn(0);
+        let id = one_more.id();
+        assert!(matches!(registry.register(one_more), Deferred::Ready(true)));
+        assert!(
+            registry.reannounce.load(Ordering::Relaxed),
+            "its key is written with every other at the next heartbeat"
+        );
+        assert!(registry.local(&id).is_some(), "served locally meanwhile");
     }
 }

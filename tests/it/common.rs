@@ -484,6 +484,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Sends a signal to the server (`-STOP` makes it stop answering without closing sockets,
+    /// `-CONT` resumes it).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// Starts (again) on the same port, with no data.
     pub async fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")

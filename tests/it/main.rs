@@ -22,6 +22,7 @@ mod chat;
 mod chat_durability;
 mod cluster;
 mod cluster_lb;
+mod cluster_stall;
 mod config;
 mod conformance;
 mod e2e;

@@ -18,11 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
 
-use crate::client::{encode_client_frame, Connected, STAMP_LEN, Target, parse_frames, read_stamp, stamp};
-use crate::workers::{self, Shared};
-use crate::{
-    BenchError, check_file_limit, process_cpu_secs, table, thousands, worker_threads,
+use crate::client::{
+    Connected, STAMP_LEN, Target, encode_client_frame, parse_frames, read_stamp, stamp,
 };
+use crate::workers::{self, Shared};
+use crate::{BenchError, check_file_limit, process_cpu_secs, table, thousands, worker_threads};
 
 /// Read buffer each connection starts with; grows only for frames larger than it.
 const READ_BUF: usize = 4096;

@@ -10,9 +10,7 @@ use serde::Serialize;
 
 use crate::client::Target;
 use crate::workers::{self, Shared};
-use crate::{
-    BenchError, check_file_limit, process_rss_kib, table, thousands, worker_threads,
-};
+use crate::{BenchError, check_file_limit, process_rss_kib, table, thousands, worker_threads};
 
 /// How long the connections stay idle before the server's memory is read.
 const SETTLE: Duration = Duration::from_secs(1);

@@ -2,9 +2,19 @@
 //! the order connections made them.
 //!
 //! Connection tasks check a request and put it on a bounded queue ([`EngineHandle::submit`]);
-//! one thread takes the queue in batches and owns the store and all presence changes. Because
-//! one thread does it all, a `join`'s history and the live messages after it never overlap or
-//! leave a gap, and each room's messages reach everyone in id order.
+//! one thread takes the queue in batches and owns all presence changes and the store's use.
+//! Because one thread does it all, a `join`'s history and the live messages after it never
+//! overlap or leave a gap, and each room's messages reach everyone in id order.
+//!
+//! A store on local disk is called here; a store across the network (Redis) is called on an
+//! I/O thread of its own ([`crate::apps::chat::worker`]), whose outcomes come back on this
+//! queue: nothing on this thread waits on the network. Then a connection with a read under
+//! way (a join's history, `history`, `rooms`) has its later requests held until the read is
+//! answered, and the frames of a room delivered while a joiner's history is read are given
+//! to it after its `joined` answer, if its history did not hold them.
+//!
+//! In a cluster a join also waits for the other nodes to see it ([`Presence::order_join`],
+//! at most [`JOIN_TIMEOUT`]); the connection's later requests are held meanwhile too.
 //!
 //! Writes (`send`, `react`, the articles' `sendmessage`) are gathered while they arrive
 //! back to back and stored with one [`ChatStore::apply`] (one transaction, one commit); only
@@ -24,12 +34,13 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apps::chat::ChatConfig;
+use crate::apps::chat::cluster::PeerChange;
 use crate::apps::chat::presence::Presence;
 use crate::apps::chat::protocol::{
     self, ChatError, ErrorCode, Joined, LOBBY, Member, Name, PresenceEvent, Request, Room,
-    RoomSummary,
 };
 use crate::apps::chat::store::{Applied, ChatStore, Delivery, NewMessage, StoreError, Write};
+use crate::apps::chat::worker::{Done, Job, JoinRead, Storage};
 use crate::deferred::Deferred;
 use crate::event::Response;
 use crate::gateway::frame::OutFrame;
@@ -40,8 +51,19 @@ use crate::time;
 
 /// The most commands taken from the queue in one go.
 const MAX_BATCH: usize = 512;
-/// The most rooms a `rooms` answer lists.
-const MAX_ROOMS_LISTED: usize = 100;
+/// How long a join waits for the other nodes to see it (see [`Presence::order_join`]).
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most requests held per connection while its join or read waits; beyond, they are
+/// refused.
+pub(crate) const MAX_HELD: usize = 256;
+
+/// A join waiting for the other nodes.
+#[derive(Debug)]
+struct PendingJoin {
+    name: Option<Name>,
+    since: Option<u64>,
+}
 
 /// What a connection asks of the store thread.
 #[derive(Debug)]
@@ -61,17 +83,18 @@ pub(crate) enum Command {
     },
     /// A write another node (or this one) stored, announced by a shared store.
     Announced { write: Write, applied: Applied },
-    /// A frame another node fanned out (presence events): deliver it to this node's
-    /// connections in `room`, or to its plain clients when `room` is `None`.
-    Remote {
-        room: Option<Room>,
-        frame: OutFrame,
-        skip: Option<Id>,
-    },
-    /// Mirror this node's membership again (the shared backend came back).
+    /// A membership change another node made.
+    Peer(PeerChange),
+    /// A join waiting for the other nodes took too long.
+    JoinExpired { room: Room, id: Id },
+    /// Share this node's membership again (the link between nodes came back).
     Resync,
     /// Apply age retention.
     Tick,
+    /// A store call's outcome, from the I/O thread.
+    Done(Done),
+    /// The I/O thread has run its last job and closed the store.
+    StoreClosed,
     /// Finish what is queued, close the store, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -145,8 +168,12 @@ pub(crate) fn start(
             }
         });
     }
+    let announces = store.announces();
     let engine = Engine {
-        store,
+        storage: Storage::new(store, tx.downgrade()),
+        announces,
+        reading: std::collections::HashMap::new(),
+        busy: std::collections::HashSet::new(),
         presence,
         management,
         history_default: config.history_default,
@@ -156,6 +183,10 @@ pub(crate) fn start(
         pending: Vec::new(),
         gone: Vec::new(),
         floors: std::collections::HashMap::new(),
+        joining: std::collections::HashMap::new(),
+        held: std::collections::HashMap::new(),
+        runtime: runtime.clone(),
+        tx: tx.downgrade(),
     };
     std::thread::Builder::new()
         .name("chat-store".into())
@@ -164,15 +195,30 @@ pub(crate) fn start(
     EngineHandle { tx }
 }
 
+/// A frame delivered to a room while a joiner's history was read: a message (with its id) or
+/// a reaction (`None`).
+type Arrived = (Option<u64>, OutFrame);
+
 /// What to do with a write once it is stored.
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     sender: Id,
     action: &'static str,
 }
 
 struct Engine {
-    store: Box<dyn ChatStore>,
+    /// The store, called here or on the I/O thread (see [`Storage`]).
+    storage: Storage,
+    /// Whether the store announces its writes to every node (then this thread delivers a
+    /// write when its announcement arrives, not when it is stored).
+    announces: bool,
+    /// With the store on the I/O thread: joins whose history is being read, and the frames
+    /// of the room delivered meanwhile (a message's id with it), given to the joiner after its
+    /// `joined` answer if its history did not hold them.
+    reading: std::collections::HashMap<(Room, Id), Vec<Arrived>>,
+    /// With the store on the I/O thread: connections with a read under way (their later
+    /// requests are held, so that answers keep their order).
+    busy: std::collections::HashSet<Id>,
     presence: Arc<dyn Presence>,
     management: ManagementApi,
     history_default: usize,
@@ -187,6 +233,15 @@ struct Engine {
     /// `joined` history held. An announcement can arrive after a join whose history already
     /// read its message; it is not delivered to that joiner again.
     floors: std::collections::HashMap<(Room, Id), u64>,
+    /// Joins waiting for the other nodes to see them.
+    joining: std::collections::HashMap<(Room, Id), PendingJoin>,
+    /// The later requests of connections with a join or read waiting, carried out after it, so
+    /// that each connection's requests take effect (and are answered) in the order it made
+    /// them.
+    held: std::collections::HashMap<Id, std::collections::VecDeque<Command>>,
+    /// For the joins' deadlines.
+    runtime: Option<Handle>,
+    tx: mpsc::WeakSender<Command>,
 }
 
 fn unavailable(e: &StoreError) -> ChatError {
@@ -235,11 +290,31 @@ impl Engine {
             self.flush();
             self.depart_gone();
         }
+        if self.storage.is_deferred() {
+            // Finish what is queued, then let the I/O thread run the last jobs and take their
+            // outcomes; later requests are not carried out.
+            while let Ok(command) = rx.try_recv() {
+                if !matches!(command, Command::Close(_)) {
+                    self.handle(command);
+                }
+            }
+            self.flush();
+            if self.storage.close() {
+                while let Some(command) = rx.blocking_recv() {
+                    match command {
+                        Command::Done(done) => self.done(done),
+                        Command::StoreClosed => break,
+                        _ => {}
+                    }
+                }
+            }
+        }
         // Refuse new commands, finish the ones already queued.
         rx.close();
         while let Ok(command) = rx.try_recv() {
-            if !matches!(command, Command::Close(_)) {
-                self.handle(command);
+            match command {
+                Command::Close(_) | Command::StoreClosed => {}
+                command => self.handle(command),
             }
         }
         self.flush();
@@ -261,7 +336,11 @@ impl Engine {
                 self.flush();
                 self.depart(id);
             }
+            Command::Request { id, request } if self.held.contains_key(&id) => {
+                self.hold(id, Command::Request { id, request });
+            }
             Command::Request { id, request } => self.request(id, request),
+            Command::Article { id, .. } if self.held.contains_key(&id) => self.hold(id, command),
             Command::Article {
                 id,
                 action,
@@ -287,26 +366,21 @@ impl Engine {
                 self.flush();
                 self.deliver(&write, applied);
             }
-            Command::Remote { room, frame, skip } => {
-                let skip = skip.as_slice();
-                match room {
-                    Some(room) => self
-                        .presence
-                        .publish_local(&room, &frame, skip, &mut self.gone),
-                    None => self
-                        .presence
-                        .publish_plain_local(&frame, skip, &mut self.gone),
+            Command::Peer(change) => {
+                if let Some((room, id)) = self.presence.peer(change, &mut self.gone) {
+                    self.joined(room, id);
                 }
             }
+            Command::JoinExpired { room, id } => self.join_expired(room, id),
             Command::Resync => self.presence.resync(),
             Command::Tick => {
                 self.flush();
-                match self.store.prune(time::now_ms()) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "chat retention: old messages deleted"),
-                    Err(e) => tracing::error!(error = %e, "chat retention failed"),
-                }
+                self.submit(Job::Prune {
+                    now_ms: time::now_ms(),
+                });
             }
+            Command::Done(done) => self.done(done),
+            Command::StoreClosed => {}
             Command::Close(_) => unreachable!("handled by run"),
         }
     }
@@ -364,50 +438,36 @@ impl Engine {
     fn read_or_presence(&mut self, id: Id, request: Request) -> Result<(), ChatError> {
         match request {
             Request::Join { room, name, since } => {
-                let (history_default, recovery_max) = (self.history_default, self.recovery_max);
-                let store = &mut self.store;
-                let last_id = store.last_id(&room).map_err(|e| unavailable(&e))?;
-                let (messages, truncated) = match since {
-                    Some(since) if since <= last_id => {
-                        let r = store
-                            .after(&room, since, recovery_max)
-                            .map_err(|e| unavailable(&e))?;
-                        (r.messages, r.truncated)
-                    }
-                    // No `since`: the latest messages. A `since` above the last id: the
-                    // client's view belongs to another database; it starts afresh.
-                    other => {
-                        let page = store
-                            .before(&room, None, history_default)
-                            .map_err(|e| unavailable(&e))?;
-                        (page.messages, other.is_some())
-                    }
-                };
-                if let Some(name) = name {
-                    self.rename(id, name, false);
+                if self.presence.is_member(&room, id) {
+                    self.join(id, room, name, since);
+                    return Ok(());
                 }
-                let newly = self.presence.join(&room, id);
-                if self.store.announces() {
-                    self.floors.insert((room.clone(), id), last_id);
+                if self.joining.contains_key(&(room.clone(), id)) {
+                    // Answered when the first one is.
+                    return Ok(());
                 }
-                let you = self.presence.member(id);
-                let members = self.presence.members(&room);
-                self.reply(
+                let member = Member {
                     id,
-                    &protocol::joined_frame(&Joined {
-                        room: &room,
-                        you: &you,
-                        members: &members,
-                        messages: &messages,
-                        last_id,
-                        truncated,
-                    }),
-                );
-                if newly {
-                    let frame = protocol::presence_frame(&room, PresenceEvent::Join, &you, None);
-                    self.presence
-                        .publish(&room, &frame, Some(id), &mut self.gone);
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| self.presence.member(id).name),
+                };
+                if let Some(runtime) = &self.runtime
+                    && self.presence.order_join(&room, &member)
+                {
+                    self.joining
+                        .insert((room.clone(), id), PendingJoin { name, since });
+                    self.held.entry(id).or_default();
+                    let tx = self.tx.clone();
+                    runtime.spawn(async move {
+                        tokio::time::sleep(JOIN_TIMEOUT).await;
+                        if let Some(tx) = tx.upgrade() {
+                            let _ = tx.send(Command::JoinExpired { room, id }).await;
+                        }
+                    });
+                    return Ok(());
                 }
+                self.join(id, room, name, since);
             }
             Request::History {
                 room,
@@ -417,13 +477,14 @@ impl Engine {
                 if !self.presence.is_member(&room, id) {
                     return Err(not_member(&room));
                 }
-                let page = self
-                    .store
-                    .before(&room, before, limit)
-                    .map_err(|e| unavailable(&e))?;
-                self.reply(
+                self.read(
                     id,
-                    &protocol::history_frame(&room, &page.messages, page.has_more),
+                    Job::Page {
+                        room,
+                        id,
+                        before,
+                        limit,
+                    },
                 );
             }
             Request::Leave { room } => {
@@ -434,7 +495,8 @@ impl Engine {
                 self.reply(id, &protocol::left_frame(&room));
                 let member = self.presence.member(id);
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
             Request::Nick { name } => self.rename(id, name, true),
             Request::Who { room } => {
@@ -442,50 +504,211 @@ impl Engine {
                 self.reply(id, &protocol::members_frame(&room, &members));
             }
             Request::Rooms => {
-                let stored = self
-                    .store
-                    .rooms(MAX_ROOMS_LISTED)
-                    .map_err(|e| unavailable(&e))?;
                 let live = self.presence.rooms();
-                let mut rooms: Vec<RoomSummary> = stored
-                    .into_iter()
-                    .map(|r| RoomSummary {
-                        members: live
-                            .iter()
-                            .find(|(room, _)| *room == r.room)
-                            .map_or(0, |l| l.1),
-                        room: r.room,
-                        last_id: r.last_id,
-                    })
-                    .collect();
-                for (room, members) in live {
-                    if !rooms.iter().any(|r| r.room == room) {
-                        let last_id = self.store.last_id(&room).map_err(|e| unavailable(&e))?;
-                        rooms.push(RoomSummary {
-                            room,
-                            members,
-                            last_id,
-                        });
-                    }
-                }
-                if !rooms.iter().any(|r| &*r.room == LOBBY) {
-                    rooms.push(RoomSummary {
-                        room: self.lobby.clone(),
-                        members: 0,
-                        last_id: 0,
-                    });
-                }
-                // The lobby first, then by name.
-                rooms.sort_by(|a, b| {
-                    (&*a.room != LOBBY, &a.room).cmp(&(&*b.room != LOBBY, &b.room))
-                });
-                self.reply(id, &protocol::rooms_frame(&rooms));
+                self.read(id, Job::Rooms { id, live });
             }
             Request::Send { .. } | Request::React { .. } => {
                 unreachable!("writes are gathered by request")
             }
         }
         Ok(())
+    }
+
+    /// Joins `room` now: reads its history; the join takes effect with the history
+    /// ([`Engine::finish_join`]).
+    fn join(&mut self, id: Id, room: Room, name: Option<Name>, since: Option<u64>) {
+        if self.storage.is_deferred() {
+            self.reading.insert((room.clone(), id), Vec::new());
+        }
+        let job = Job::Join {
+            room,
+            id,
+            name,
+            since,
+            history_default: self.history_default,
+            recovery_max: self.recovery_max,
+        };
+        self.read(id, job);
+    }
+
+    /// The join takes effect: membership, the `joined` answer, the members' news, then the
+    /// room's frames that arrived while its history was read and that it does not hold.
+    fn finish_join(
+        &mut self,
+        room: Room,
+        id: Id,
+        name: Option<Name>,
+        read: Result<JoinRead, StoreError>,
+    ) {
+        let arrived = if self.storage.is_deferred() {
+            let Some(arrived) = self.reading.remove(&(room.clone(), id)) else {
+                // The connection left while its history was read.
+                return;
+            };
+            arrived
+        } else {
+            Vec::new()
+        };
+        let JoinRead {
+            last_id,
+            messages,
+            truncated,
+        } = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if !self.presence.is_member(&room, id) {
+                    self.presence.retract_join(&room, &self.presence.member(id));
+                }
+                return self.refuse(id, "join", None, &unavailable(&e));
+            }
+        };
+        if let Some(name) = name {
+            self.rename(id, name, false);
+        }
+        let newly = self.presence.join(&room, id);
+        if self.announces {
+            self.floors.insert((room.clone(), id), last_id);
+        }
+        let you = self.presence.member(id);
+        let members = self.presence.members(&room);
+        self.reply(
+            id,
+            &protocol::joined_frame(&Joined {
+                room: &room,
+                you: &you,
+                members: &members,
+                messages: &messages,
+                last_id,
+                truncated,
+            }),
+        );
+        if newly {
+            let frame = protocol::presence_frame(&room, PresenceEvent::Join, &you, None);
+            self.presence
+                .publish_local(&room, &frame, &[id], &mut self.gone);
+        }
+        for (message_id, frame) in arrived {
+            if message_id.is_none_or(|m| m > last_id) {
+                self.reply(id, &frame);
+            }
+        }
+    }
+
+    /// Calls the store for a connection's read; with the store on the I/O thread, the
+    /// connection's later requests wait for the outcome.
+    fn read(&mut self, id: Id, job: Job) {
+        if self.storage.is_deferred() {
+            self.busy.insert(id);
+            self.held.entry(id).or_default();
+        }
+        self.submit(job);
+    }
+
+    /// Calls the store; handles the outcome now, or when the I/O thread sends it.
+    fn submit(&mut self, job: Job) {
+        if let Some(done) = self.storage.submit(job) {
+            self.done(done);
+        }
+    }
+
+    /// Handles a store call's outcome.
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Applied {
+                writes,
+                pending,
+                result,
+            } => self.stored(writes, pending, result),
+            Done::Joined {
+                room,
+                id,
+                name,
+                result,
+            } => {
+                self.finish_join(room, id, name, result);
+                self.read_done(id);
+            }
+            Done::Paged { room, id, result } => {
+                match result {
+                    Ok(page) => self.reply(
+                        id,
+                        &protocol::history_frame(&room, &page.messages, page.has_more),
+                    ),
+                    Err(e) => self.refuse(id, "history", None, &unavailable(&e)),
+                }
+                self.read_done(id);
+            }
+            Done::Rooms { id, result } => {
+                match result {
+                    Ok(rooms) => self.reply(id, &protocol::rooms_frame(&rooms)),
+                    Err(e) => self.refuse(id, "rooms", None, &unavailable(&e)),
+                }
+                self.read_done(id);
+            }
+            Done::Pruned(result) => match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "chat retention: old messages deleted"),
+                Err(e) => tracing::error!(error = %e, "chat retention failed"),
+            },
+        }
+    }
+
+    fn read_done(&mut self, id: Id) {
+        if self.busy.remove(&id) {
+            self.release(id);
+        }
+    }
+
+    /// A join the other nodes have seen (in the order of every node's changes) takes effect.
+    fn joined(&mut self, room: Room, id: Id) {
+        let Some(pending) = self.joining.remove(&(room.clone(), id)) else {
+            return;
+        };
+        self.join(id, room, pending.name, pending.since);
+        self.release(id);
+    }
+
+    /// A join the other nodes did not see in time fails; whatever they saw is undone.
+    fn join_expired(&mut self, room: Room, id: Id) {
+        if self.joining.remove(&(room.clone(), id)).is_some() {
+            self.presence.retract_join(&room, &self.presence.member(id));
+            let error = ChatError::new(
+                ErrorCode::Unavailable,
+                "the chat could not reach its other nodes in time; try again",
+            );
+            self.refuse(id, "join", None, &error);
+        }
+        self.release(id);
+    }
+
+    /// Keeps a request of a connection whose join or read is waiting, to be carried out after
+    /// it.
+    fn hold(&mut self, id: Id, command: Command) {
+        let held = self.held.entry(id).or_default();
+        if held.len() < MAX_HELD {
+            held.push_back(command);
+            return;
+        }
+        let error = ChatError::new(
+            ErrorCode::Unavailable,
+            format!("more than {MAX_HELD} requests wait for an earlier one; try again"),
+        );
+        match command {
+            Command::Request { request, .. } => self.refuse(id, request.action(), None, &error),
+            Command::Article { action, .. } => self.refuse(id, action, None, &error),
+            _ => {}
+        }
+    }
+
+    /// Carries out the requests held while the connection's joins or reads were waiting, in
+    /// order, once none is.
+    fn release(&mut self, id: Id) {
+        if self.busy.contains(&id) || self.joining.keys().any(|(_, member)| *member == id) {
+            return;
+        }
+        for command in self.held.remove(&id).unwrap_or_default() {
+            self.handle(command);
+        }
     }
 
     /// Changes a name and tells every room the connection is in.
@@ -499,22 +722,34 @@ impl Engine {
             for room in rooms {
                 let frame =
                     protocol::presence_frame(&room, PresenceEvent::Rename, &you, Some(&previous));
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
         }
     }
 
-    /// Stores the gathered writes, then delivers their frames; on a storage failure nothing
-    /// is delivered and each sender gets `unavailable`.
+    /// Stores the gathered writes, then delivers their frames ([`Engine::stored`]).
     fn flush(&mut self) {
         if self.writes.is_empty() {
             return;
         }
-        let mut writes = std::mem::take(&mut self.writes);
-        let mut pending = std::mem::take(&mut self.pending);
-        match self.store.apply(&writes) {
+        let writes = std::mem::take(&mut self.writes);
+        let pending = std::mem::take(&mut self.pending);
+        self.submit(Job::Apply { writes, pending });
+    }
+
+    /// Delivers stored writes (unless the store announces them: then they are delivered as
+    /// their announcements arrive) and tells the senders of refused ones; on a storage failure
+    /// nothing is delivered and each sender gets `unavailable`.
+    fn stored(
+        &mut self,
+        mut writes: Vec<Write>,
+        mut pending: Vec<Pending>,
+        result: Result<Vec<Applied>, StoreError>,
+    ) {
+        match result {
             Ok(applied) => {
-                let announced = self.store.announces();
+                let announced = self.announces;
                 for ((write, p), applied) in writes.iter().zip(&pending).zip(applied) {
                     match applied {
                         Applied::Appended(_) | Applied::Reacted(_) if announced => {}
@@ -531,10 +766,12 @@ impl Engine {
             }
         }
         // Keep the buffers' capacity for the next batch.
-        writes.clear();
-        pending.clear();
-        self.writes = writes;
-        self.pending = pending;
+        if self.writes.is_empty() && self.writes.capacity() < writes.capacity() {
+            writes.clear();
+            pending.clear();
+            self.writes = writes;
+            self.pending = pending;
+        }
     }
 
     /// Delivers a stored write to this node's connections. With a store that announces its
@@ -555,6 +792,11 @@ impl Engine {
                     }
                     *floor >= message_id
                 });
+                for ((room, joiner), arrived) in &mut self.reading {
+                    if *room == m.room && m.delivery.skip != Some(*joiner) {
+                        arrived.push((Some(message_id), frame.clone()));
+                    }
+                }
                 self.presence
                     .publish_local(&m.room, &frame, &skip, &mut self.gone);
                 if &*m.room == LOBBY {
@@ -570,6 +812,11 @@ impl Engine {
             }
             (Write::React { room, id, emoji }, Applied::Reacted(count)) => {
                 let frame = protocol::reaction_frame(room, *id, emoji, count);
+                for ((reading, _), arrived) in &mut self.reading {
+                    if reading == room {
+                        arrived.push((None, frame.clone()));
+                    }
+                }
                 self.presence
                     .publish_local(room, &frame, &[], &mut self.gone);
             }
@@ -599,10 +846,27 @@ impl Engine {
         if !self.floors.is_empty() {
             self.floors.retain(|(_, member), _| *member != id);
         }
+        self.held.remove(&id);
+        if !self.reading.is_empty() {
+            self.reading.retain(|(_, member), _| *member != id);
+        }
+        if !self.joining.is_empty() {
+            let rooms: Vec<Room> = self
+                .joining
+                .keys()
+                .filter(|(_, member)| *member == id)
+                .map(|(room, _)| room.clone())
+                .collect();
+            for room in rooms {
+                self.joining.remove(&(room.clone(), id));
+                self.presence.retract_join(&room, &self.presence.member(id));
+            }
+        }
         if let Some((member, rooms)) = self.presence.disconnect(id) {
             for room in rooms {
                 let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
-                self.presence.publish(&room, &frame, None, &mut self.gone);
+                self.presence
+                    .publish_local(&room, &frame, &[], &mut self.gone);
             }
         }
     }

@@ -4,42 +4,50 @@
 //! [`Integration`] and reaches clients only through the [`ManagementApi`]. Its parts:
 //!
 //! - here: the integration. On the connection's task it checks each request
-//!   ([`protocol`]), applies the rate limit ([`ratelimit`]), answers mistakes at once, and
+//!   ([`protocol`]), applies the rate limit (a [`TokenBucket`] per connection), answers mistakes at once, and
 //!   queues the rest for the store thread;
 //! - `engine`: the store thread, which owns history and presence changes and fans frames
-//!   out after they are stored;
+//!   out after they are stored; `worker`: the store calls, run on the store thread or, for a
+//!   store across the network, on an I/O thread of their own;
 //! - [`store`] / [`sqlite`]: the history backend trait and its SQLite implementation;
 //! - [`presence`]: membership, names and fan-out, behind a trait a cluster can implement;
+//! - [`cluster`]: the chat on several nodes: history in Redis, membership shared over the
+//!   cluster's bus;
 //! - [`articles`]: the articles' `sendmessage` and `$default`, unchanged for their clients;
 //! - [`ui`]: the browser UI, embedded in the binary.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::api::{Api, ApiError, keys};
 use crate::deferred::Deferred;
 use crate::event::{Event, Response};
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::ManageError;
+use crate::ids::Id;
 use crate::integration::{Integration, IntegrationError, Invocation};
+use crate::limits::TokenBucket;
 use crate::management::ManagementApi;
 use crate::selection::SelectionExpression;
 
 pub mod articles;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod presence;
 pub mod protocol;
-pub mod ratelimit;
 pub mod sqlite;
 pub mod store;
 pub mod ui;
+mod worker;
 
 pub use config::{ChatConfig, Synchronous};
 
 use engine::{Command, EngineHandle};
 use presence::{LocalPresence, Presence};
 use protocol::{ChatError, ErrorCode};
-use ratelimit::RateLimiter;
 use store::{ChatStore, Retention};
 
 impl ChatConfig {
@@ -52,12 +60,60 @@ impl ChatConfig {
     }
 }
 
+/// The chat's request limit: a [`TokenBucket`] per connection, made on its first chat request
+/// and dropped at its `$disconnect`, in shards (by the id's hash) so that connections on
+/// different threads rarely meet on a lock. A request takes one token or is refused with
+/// `rate_limited`; a rate of 0 allows everything.
+#[derive(Debug)]
+struct RateLimits {
+    rate: u32,
+    burst: u32,
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[Mutex<HashMap<Id, TokenBucket, foldhash::fast::RandomState>>]>,
+}
+
+impl RateLimits {
+    const SHARDS: usize = 16;
+
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimits {
+            rate,
+            burst,
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..Self::SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, id: &Id) -> &Mutex<HashMap<Id, TokenBucket, foldhash::fast::RandomState>> {
+        &self.shards[self.hasher.hash_one(id) as usize % Self::SHARDS]
+    }
+
+    fn allow(&self, id: Id) -> bool {
+        self.allow_at(id, Instant::now())
+    }
+
+    fn allow_at(&self, id: Id, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let mut shard = self.shard(&id).lock().expect("rate limit lock");
+        shard
+            .entry(id)
+            .or_insert_with(|| TokenBucket::with_burst(self.rate, self.burst, now))
+            .try_take_at(now)
+    }
+
+    fn forget(&self, id: Id) {
+        self.shard(&id).lock().expect("rate limit lock").remove(&id);
+    }
+}
+
 /// The chat: one handler for all its routes, like a single Lambda function.
 pub struct Chat {
     config: Arc<ChatConfig>,
     management: ManagementApi,
     engine: EngineHandle,
-    limiter: RateLimiter,
+    limiter: RateLimits,
 }
 
 impl std::fmt::Debug for Chat {
@@ -90,7 +146,7 @@ impl Chat {
         let config = Arc::new(config);
         let engine = engine::start(store, presence, management.clone(), config.clone());
         Arc::new(Chat {
-            limiter: RateLimiter::new(config.rate_per_sec, config.rate_burst),
+            limiter: RateLimits::new(config.rate_per_sec, config.rate_burst),
             config,
             management,
             engine,
@@ -128,25 +184,17 @@ impl Chat {
             .await;
     }
 
-    /// Delivers a frame another node fanned out to this node's members of `room` (or plain
-    /// clients when `room` is `None`).
-    pub async fn remote(
-        &self,
-        room: Option<protocol::Room>,
-        frame: OutFrame,
-        skip: Option<crate::ids::Id>,
-    ) {
-        self.engine
-            .send(Command::Remote { room, frame, skip })
-            .await;
+    /// Applies a membership change another node made.
+    pub(crate) async fn peer(&self, change: cluster::PeerChange) {
+        self.engine.send(Command::Peer(change)).await;
     }
 
-    /// Writes this node's membership again into a shared backend that lost it.
+    /// Shares this node's membership again with the other nodes.
     pub async fn resync(&self) {
         self.engine.send(Command::Resync).await;
     }
 
-    fn reply(&self, id: crate::ids::Id, frame: &OutFrame) {
+    fn reply(&self, id: Id, frame: &OutFrame) {
         if let Err(e) = self.management.post_frame_detached(&id, frame) {
             tracing::debug!(connection_id = %id, error = %e, "reply not delivered");
         }
@@ -261,5 +309,37 @@ impl Integration for Chat {
 
     fn name(&self) -> &str {
         "chat"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_per_connection_bursts_then_refills_at_the_rate() {
+        let limits = RateLimits::new(2, 3);
+        let (a, b) = (Id::random(), Id::random());
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| limits.allow_at(a, t0)));
+        assert!(!limits.allow_at(a, t0));
+        assert!(limits.allow_at(b, t0), "buckets are per connection");
+        // Half a second at 2 per second gives one token back.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(limits.allow_at(a, t1));
+        assert!(!limits.allow_at(a, t1));
+        // A long pause refills to the burst, no more.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| limits.allow_at(a, t2)).count(), 3);
+        limits.forget(a);
+        assert!(limits.allow_at(a, t2), "a forgotten connection starts full");
+    }
+
+    #[test]
+    fn a_zero_rate_allows_everything() {
+        let limits = RateLimits::new(0, 0);
+        let a = Id::random();
+        assert!((0..1000).all(|_| limits.allow(a)));
     }
 }

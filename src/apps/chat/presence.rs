@@ -3,7 +3,10 @@
 //! Presence owns room membership, display names and the *plain* clients (connections that
 //! never joined a room: the articles' clients), and fans frames out to them. The chat calls
 //! it from its store thread only. A cluster implements the same trait to hold membership
-//! across nodes and to publish each room frame once per node instead of once per recipient.
+//! across nodes (`cluster::ClusterPresence`): each node delivers frames to its own
+//! connections only; what crosses nodes is the membership change itself ([`Presence::peer`]),
+//! from which each node makes its own members' frames. A join waits for the other nodes to
+//! have seen it ([`Presence::order_join`]).
 //!
 //! Fan-out goes through the [`ManagementApi`] by connection id, like any handler's posts: a
 //! full outbox refuses the frame for that recipient only (the gateway's slow-client rule
@@ -14,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use crate::apps::chat::cluster::PeerChange;
 use crate::apps::chat::protocol::{Member, Name, Room, default_name};
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::ManageError;
@@ -24,7 +28,8 @@ use crate::time;
 /// How long after `$connect` a 410 is not taken as proof that a connection is gone.
 pub const GONE_GRACE_MS: i64 = 30_000;
 
-/// Membership, names and fan-out. Methods never block and never await.
+/// Membership, names and fan-out. Methods touch memory only: they never block, never await
+/// and never wait on the network (a cluster's implementation queues what it shares).
 pub trait Presence: Send + Sync + 'static {
     /// A connection arrived (its `$connect`): a plain client until it joins a room.
     fn connect(&self, id: Id, connected_at_ms: i64);
@@ -53,22 +58,40 @@ pub trait Presence: Send + Sync + 'static {
     /// Rooms with members, and how many.
     fn rooms(&self) -> Vec<(Room, usize)>;
 
-    /// Sends `frame` to every member of `room` except `skip`; ids found gone go to `gone`.
-    fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>);
-
-    /// Sends `frame` to every plain client except `skip`; ids found gone go to `gone`.
-    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>);
-
-    /// Sends `frame` to this node's members of `room`, except those in `skip` (stored writes,
-    /// which every node delivers to its own connections).
+    /// Sends `frame` to this node's members of `room`, except those in `skip`; ids found
+    /// gone go to `gone`. (Other nodes deliver to their own members: stored writes as they
+    /// are announced, presence frames from the membership change.)
     fn publish_local(&self, room: &str, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>);
 
     /// Sends `frame` to this node's plain clients, except those in `skip`.
     fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>);
 
-    /// Writes this node's membership again wherever it is mirrored (after a shared backend
-    /// lost it). Nothing to do for presence kept in memory only.
+    /// Shares this node's whole membership again with the other nodes (after the link
+    /// between them was lost). Nothing to do for presence of one process.
     fn resync(&self) {}
+
+    /// Before `member` joins `room`: whether the join must wait until the other nodes have
+    /// seen it. A cluster shares the join and answers true; the join takes effect when
+    /// [`peer`](Self::peer) hands it back, in the one order every node sees every node's
+    /// changes in, so that a join answered on one node is known to any join answered after it
+    /// on any node. Presence of one process answers false: join now.
+    fn order_join(&self, room: &Room, member: &Member) -> bool {
+        let _ = (room, member);
+        false
+    }
+
+    /// Undoes a join shared by [`order_join`](Self::order_join) that did not take effect.
+    fn retract_join(&self, room: &Room, member: &Member) {
+        let _ = (room, member);
+    }
+
+    /// Applies a membership change another node made and tells this node's members of it.
+    /// Returns this node's own join, when the change is one [`order_join`](Self::order_join)
+    /// shared. Nothing to do for presence of one process.
+    fn peer(&self, change: PeerChange, gone: &mut Vec<Id>) -> Option<(Room, Id)> {
+        let _ = (change, gone);
+        None
+    }
 }
 
 type Set = HashSet<Id, foldhash::fast::RandomState>;
@@ -282,14 +305,6 @@ impl Presence for LocalPresence {
             .collect()
     }
 
-    fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
-        self.publish_local(room, frame, skip.as_slice(), gone);
-    }
-
-    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
-        self.publish_plain_local(frame, skip.as_slice(), gone);
-    }
-
     fn publish_local(&self, room: &str, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
         let state = self.state();
         if let Some(members) = state.rooms.get(room) {
@@ -340,8 +355,8 @@ mod tests {
         assert!(p.is_member("lobby", a.id()));
         assert!(!p.is_member("lobby", b.id()));
         let mut gone = Vec::new();
-        p.publish_plain(&OutFrame::text(b"plain"), None, &mut gone);
-        p.publish("lobby", &OutFrame::text(b"room"), None, &mut gone);
+        p.publish_plain_local(&OutFrame::text(b"plain"), &[], &mut gone);
+        p.publish_local("lobby", &OutFrame::text(b"room"), &[], &mut gone);
         assert!(gone.is_empty());
         assert_eq!(
             a.queued_bytes(),
@@ -379,7 +394,7 @@ mod tests {
         let young = Id::random();
         p.connect(young, time::now_ms());
         let mut gone = Vec::new();
-        p.publish_plain(&OutFrame::text(b"hi"), None, &mut gone);
+        p.publish_plain_local(&OutFrame::text(b"hi"), &[], &mut gone);
         assert_eq!(gone, [stale]);
         assert_eq!(live.queued_bytes(), 4);
     }

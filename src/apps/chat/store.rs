@@ -1,10 +1,12 @@
 //! What the chat keeps: the [`ChatStore`] trait a history backend implements, and its types.
 //!
 //! A store holds each room's messages, the room's id counter and the reaction counts. The
-//! chat calls it from one thread only (its store thread), never from a connection's task, so
-//! implementations may block on disk or network. The embedded implementation is SQLite
-//! ([`crate::apps::chat::sqlite`]); a shared one (Redis, for several nodes) implements the
-//! same trait.
+//! chat calls it from one thread only, never from a connection's task, so implementations
+//! may block: the store thread for a store on local disk, an I/O thread of its own for a store
+//! that announces its writes ([`ChatStore::announces`]: a store across the network), so that
+//! the store thread never waits on the network. The embedded implementation is SQLite
+//! ([`crate::apps::chat::sqlite`]); the shared one, for several nodes, is
+//! [`crate::apps::chat::cluster::RedisChatStore`].
 //!
 //! The contract, which the test `store::tests::contract` checks for any implementation:
 //! - [`ChatStore::apply`] is all or nothing: when it returns `Ok`, every write in it is stored
@@ -180,7 +182,8 @@ pub trait ChatStore: Send + 'static {
     /// Whether the store announces every stored write to every node itself, in store order
     /// (a store shared by several nodes). The engine then delivers writes only as their
     /// announcements arrive ([`crate::apps::chat::Chat::announced`]), so that each room's
-    /// messages reach every node in id order; the embedded store does not.
+    /// messages reach every node in id order; the embedded store does not. A store that
+    /// announces is called on an I/O thread of its own, not on the store thread.
     fn announces(&self) -> bool {
         false
     }

@@ -1,43 +1,31 @@
-//! The chat on several nodes: history in Redis, membership in Redis, and every room's writes
-//! announced to every node in id order.
+//! [`RedisChatStore`]: the chat's history shared by every node, in Redis.
 //!
-//! - [`RedisChatStore`] keeps each room's messages in a Redis stream (`{p}:chat:room:{room}:msgs`,
-//!   entry ids `{id}-0`), its id counter (`…:seq`), reaction counts (`…:r:{id}`, a hash per
-//!   message) and the rooms by activity (`{p}:chat:rooms`). One Lua script stores a whole
-//!   batch and, in the same atomic step, publishes each stored write on `{p}:chat:events`.
-//!   Redis runs scripts one at a time, so the announcements of a room come out in id order on
-//!   every node, and a message is stored before anyone can receive it.
-//! - [`ClusterPresence`] keeps this node's connections like the single-node presence and
-//!   mirrors membership into Redis (`{p}:chat:members:{room}`, `{p}:chat:rooms-of:{id}`,
-//!   `{p}:chat:live-rooms`) so that `joined`, `who` and `rooms` list members on every node.
-//!   Presence frames go to this node's members at once and to the other nodes on the same
-//!   channel.
-//! - [`connect_chat`] routes the channel's messages into the chat's engine and, when a node
-//!   dies, removes its members and tells their rooms they left.
+//! Each room's messages are a Redis stream (`{p}:chat:room:{room}:msgs`, entry ids `{id}-0`),
+//! with its id counter (`…:seq`), reaction counts (`…:r:{id}`, a hash per message) and the
+//! rooms by activity (`{p}:chat:rooms`). One Lua script stores a whole batch and, in the same
+//! atomic step, publishes each stored write on the chat's bus channel (a
+//! [`ChatEvent`](super::ChatEvent)). Redis runs scripts one at a time, so the writes of a room
+//! come out in id order on every node, and a message is stored before anyone can receive it.
 //!
-//! When Redis is unreachable, writes fail and their senders get `unavailable` (never an
-//! acknowledgement for a message that was not stored); reads of membership fall back to this
-//! node's connections.
+//! The store is called on the chat's I/O thread (it announces its writes, so the chat does not
+//! call it on the store thread), and its calls wait for Redis, each at most [`IO_TIMEOUT`]. A
+//! call that times out (Redis stopped answering) marks Redis as not answering: until a probe on
+//! the runtime gets an answer again, calls fail at once instead of waiting, so a stalled Redis
+//! costs one timeout, not one per request. When Redis is unreachable, writes fail and their
+//! senders get `unavailable` (never an acknowledgement for a message that was not stored).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::Commands;
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use serde::Deserialize;
+use tokio::runtime::Handle;
 
-use crate::apps::chat::Chat;
-use crate::apps::chat::presence::{LocalPresence, Presence};
-use crate::apps::chat::protocol::{self, Member, Name, PresenceEvent, Room};
+use crate::apps::chat::protocol::Room;
 use crate::apps::chat::store::{
-    Applied, ChatStore, Delivery, NewMessage, Page, Recovery, Retention, RoomInfo, StoreError,
-    StoredMessage, Write,
+    Applied, ChatStore, Page, Recovery, Retention, RoomInfo, StoreError, StoredMessage, Write,
 };
-use crate::cluster::{ClusterEvent, ClusterRegistry};
-use crate::gateway::frame::OutFrame;
-use crate::ids::Id;
-use crate::management::ManagementApi;
 
 /// Stores a batch: assigns ids, appends, counts reactions, trims, and announces each write.
 const APPLY: &str = r"
@@ -85,41 +73,6 @@ end
 return out
 ";
 
-/// What goes over the chat channel.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "k")]
-enum Announcement {
-    /// A stored message.
-    #[serde(rename = "m")]
-    Message {
-        room: String,
-        id: u64,
-        from: String,
-        name: String,
-        text: String,
-        cid: Option<String>,
-        ts: i64,
-        skip: Option<String>,
-        bare: bool,
-    },
-    /// A stored reaction.
-    #[serde(rename = "r")]
-    Reaction {
-        room: String,
-        id: u64,
-        emoji: String,
-        count: u64,
-    },
-    /// A presence frame fanned out by a node (`room` `None`: for plain clients).
-    #[serde(rename = "f")]
-    Frame {
-        origin: String,
-        room: Option<String>,
-        frame: String,
-        skip: Option<String>,
-    },
-}
-
 /// The Redis keys of one cluster's chat.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -134,16 +87,7 @@ impl Keys {
         format!("{}:chat:rooms", self.prefix)
     }
     fn channel(&self) -> String {
-        format!("{}:chat:events", self.prefix)
-    }
-    fn members(&self, room: &str) -> String {
-        format!("{}:chat:members:{room}", self.prefix)
-    }
-    fn rooms_of(&self, id: &Id) -> String {
-        format!("{}:chat:rooms-of:{id}", self.prefix)
-    }
-    fn live_rooms(&self) -> String {
-        format!("{}:chat:live-rooms", self.prefix)
+        super::channel(&self.prefix)
     }
 }
 
@@ -152,9 +96,17 @@ impl Keys {
 struct Link {
     client: redis::Client,
     conn: Option<redis::Connection>,
+    /// Set while Redis does not answer: calls fail at once. Cleared by the probe.
+    silent: Arc<AtomicBool>,
+    /// Where the probe runs (none outside a runtime: then every call tries Redis).
+    runtime: Option<Handle>,
 }
 
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one call may wait for Redis.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the probe waits for an answer, and between its tries.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_PAUSE: Duration = Duration::from_millis(50);
 
 impl Link {
     fn new(url: &str) -> Result<Self, StoreError> {
@@ -162,7 +114,12 @@ impl Link {
             path: url.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Link { client, conn: None })
+        Ok(Link {
+            client,
+            conn: None,
+            silent: Arc::default(),
+            runtime: Handle::try_current().ok(),
+        })
     }
 
     /// Runs `f` on the connection; a failure drops the connection (the next call reconnects).
@@ -170,6 +127,11 @@ impl Link {
         &mut self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
+        if self.silent.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed(
+                "Redis is not answering (waiting for it to answer again)".into(),
+            ));
+        }
         if self.conn.is_none() {
             let conn = self
                 .client
@@ -179,14 +141,43 @@ impl Link {
                     c.set_write_timeout(Some(IO_TIMEOUT))?;
                     Ok(c)
                 })
-                .map_err(|e| StoreError::Failed(format!("Redis unreachable: {e}")))?;
+                .map_err(|e| self.failed("Redis unreachable", &e))?;
             self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("connected above");
         f(conn).map_err(|e| {
             self.conn = None;
-            StoreError::Failed(format!("Redis: {e}"))
+            self.failed("Redis", &e)
         })
+    }
+
+    /// The error for `e`; a timeout also starts the probe.
+    fn failed(&mut self, what: &str, e: &redis::RedisError) -> StoreError {
+        if e.is_timeout()
+            && let Some(runtime) = &self.runtime
+            && !self.silent.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "chat store: Redis is not answering; failing calls until it does");
+            runtime.spawn(probe(self.client.clone(), self.silent.clone()));
+        }
+        StoreError::Failed(format!("{what}: {e}"))
+    }
+}
+
+/// Pings Redis until it answers, then lets the store's calls through again.
+async fn probe(client: redis::Client, silent: Arc<AtomicBool>) {
+    loop {
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await;
+        if matches!(answered, Ok(Ok(_))) {
+            tracing::info!("chat store: Redis answers again");
+            silent.store(false, Ordering::Relaxed);
+            return;
+        }
+        tokio::time::sleep(PROBE_PAUSE).await;
     }
 }
 
@@ -471,373 +462,6 @@ fn flatten(reply: redis::streams::StreamRangeReply) -> Vec<StreamEntry> {
         .collect()
 }
 
-/// Membership across nodes: this node's connections in memory, everyone's in Redis.
-pub struct ClusterPresence {
-    local: LocalPresence,
-    keys: Keys,
-    node_id: String,
-    link: Mutex<Link>,
-}
-
-impl std::fmt::Debug for ClusterPresence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterPresence")
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClusterPresence {
-    /// Presence for this node, mirrored into the Redis at `url` under `prefix`.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        node_id: &str,
-        management: ManagementApi,
-    ) -> Result<Self, StoreError> {
-        Ok(ClusterPresence {
-            local: LocalPresence::new(management),
-            keys: Keys {
-                prefix: prefix.to_owned(),
-            },
-            node_id: node_id.to_owned(),
-            link: Mutex::new(Link::new(url)?),
-        })
-    }
-
-    /// Runs Redis commands; failures are logged, not returned: membership in Redis is a
-    /// mirror, this node's own state stays right.
-    fn mirror(&self, what: &str, pipe: &redis::Pipeline) {
-        let result = self
-            .link
-            .lock()
-            .expect("link lock")
-            .run(|c| pipe.query::<()>(c));
-        if let Err(e) = result {
-            tracing::debug!(error = %e, what, "chat membership not mirrored to Redis");
-        }
-    }
-
-    fn announce(&self, room: Option<&str>, frame: &OutFrame, skip: Option<Id>) {
-        let Ok(text) = std::str::from_utf8(frame_payload(frame)) else {
-            return;
-        };
-        let message = Announcement::Frame {
-            origin: self.node_id.clone(),
-            room: room.map(str::to_owned),
-            frame: text.to_owned(),
-            skip: skip.map(|id| id.to_string()),
-        };
-        let mut pipe = redis::pipe();
-        pipe.publish(
-            self.keys.channel(),
-            serde_json::to_vec(&message).expect("serialisable"),
-        )
-        .ignore();
-        self.mirror("presence frame", &pipe);
-    }
-}
-
-/// The payload of an encoded server frame (text frames only go over the channel).
-fn frame_payload(frame: &OutFrame) -> &[u8] {
-    let bytes = frame.bytes();
-    let header = match bytes.get(1).map(|b| b & 0x7f) {
-        Some(126) => 4,
-        Some(127) => 10,
-        _ => 2,
-    };
-    &bytes[header.min(bytes.len())..]
-}
-
-impl Presence for ClusterPresence {
-    fn resync(&self) {
-        let mut pipe = redis::pipe();
-        for (room, member) in self.local.memberships() {
-            pipe.hset(self.keys.members(&room), member.id.as_str(), &*member.name)
-                .ignore()
-                .sadd(self.keys.rooms_of(&member.id), &*room)
-                .ignore()
-                .sadd(self.keys.live_rooms(), &*room)
-                .ignore();
-        }
-        self.mirror("resync", &pipe);
-    }
-
-    fn connect(&self, id: Id, connected_at_ms: i64) {
-        self.local.connect(id, connected_at_ms);
-    }
-
-    fn disconnect(&self, id: Id) -> Option<(Member, Vec<Room>)> {
-        let left = self.local.disconnect(id)?;
-        let mut pipe = redis::pipe();
-        for room in &left.1 {
-            pipe.hdel(self.keys.members(room), id.as_str()).ignore();
-        }
-        pipe.del(self.keys.rooms_of(&id)).ignore();
-        self.mirror("disconnect", &pipe);
-        Some(left)
-    }
-
-    fn member(&self, id: Id) -> Member {
-        self.local.member(id)
-    }
-
-    fn join(&self, room: &Room, id: Id) -> bool {
-        let newly = self.local.join(room, id);
-        if newly {
-            let name = self.local.member(id).name;
-            let mut pipe = redis::pipe();
-            pipe.hset(self.keys.members(room), id.as_str(), &*name)
-                .ignore()
-                .sadd(self.keys.rooms_of(&id), &**room)
-                .ignore()
-                .sadd(self.keys.live_rooms(), &**room)
-                .ignore();
-            self.mirror("join", &pipe);
-        }
-        newly
-    }
-
-    fn leave(&self, room: &str, id: Id) -> bool {
-        let left = self.local.leave(room, id);
-        if left {
-            let mut pipe = redis::pipe();
-            pipe.hdel(self.keys.members(room), id.as_str())
-                .ignore()
-                .srem(self.keys.rooms_of(&id), room)
-                .ignore();
-            self.mirror("leave", &pipe);
-        }
-        left
-    }
-
-    fn rename(&self, id: Id, name: Name) -> (Name, Vec<Room>) {
-        let (previous, rooms) = self.local.rename(id, name.clone());
-        if !rooms.is_empty() {
-            let mut pipe = redis::pipe();
-            for room in &rooms {
-                pipe.hset(self.keys.members(room), id.as_str(), &*name)
-                    .ignore();
-            }
-            self.mirror("rename", &pipe);
-        }
-        (previous, rooms)
-    }
-
-    fn is_member(&self, room: &str, id: Id) -> bool {
-        self.local.is_member(room, id)
-    }
-
-    fn members(&self, room: &str) -> Vec<Member> {
-        let key = self.keys.members(room);
-        let all: Result<Vec<(String, String)>, _> = self
-            .link
-            .lock()
-            .expect("link lock")
-            .run(|c| c.hgetall(&key));
-        let Ok(all) = all else {
-            return self.local.members(room);
-        };
-        let mut members: Vec<Member> = all
-            .into_iter()
-            .filter_map(|(id, name)| {
-                Some(Member {
-                    id: Id::parse(&id)?,
-                    name: Name::from(name),
-                })
-            })
-            .collect();
-        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        members
-    }
-
-    fn rooms(&self) -> Vec<(Room, usize)> {
-        let live = self.keys.live_rooms();
-        let counted: Result<Vec<(Room, usize)>, StoreError> =
-            self.link.lock().expect("link lock").run(|c| {
-                let rooms: Vec<String> = c.smembers(&live)?;
-                let mut pipe = redis::pipe();
-                for room in &rooms {
-                    pipe.hlen(self.keys.members(room));
-                }
-                let sizes: Vec<usize> = pipe.query(c)?;
-                let mut empty = redis::pipe();
-                let mut out = Vec::new();
-                for (room, size) in rooms.into_iter().zip(sizes) {
-                    if size == 0 {
-                        empty.srem(&live, &room).ignore();
-                    } else {
-                        out.push((Room::from(room), size));
-                    }
-                }
-                empty.query::<()>(c)?;
-                Ok(out)
-            });
-        counted.unwrap_or_else(|_| self.local.rooms())
-    }
-
-    fn publish(&self, room: &str, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
-        self.local.publish(room, frame, skip, gone);
-        self.announce(Some(room), frame, skip);
-    }
-
-    fn publish_plain(&self, frame: &OutFrame, skip: Option<Id>, gone: &mut Vec<Id>) {
-        self.local.publish_plain(frame, skip, gone);
-        self.announce(None, frame, skip);
-    }
-
-    fn publish_local(&self, room: &str, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
-        self.local.publish_local(room, frame, skip, gone);
-    }
-
-    fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
-        self.local.publish_plain_local(frame, skip, gone);
-    }
-}
-
-/// Capacity of the queue between the chat channel and the chat's engine. Overflow drops the
-/// announcement for this node (logged): its members miss that live frame and get it back
-/// with `since` when they next join.
-const INBOX: usize = 16_384;
-
-/// Connects a chat to the cluster: announcements from the chat channel go to its engine, and
-/// the members of dead nodes are removed from their rooms.
-pub fn connect_chat(registry: &Arc<ClusterRegistry>, chat: Arc<Chat>, prefix: &str) {
-    let keys = Keys {
-        prefix: prefix.to_owned(),
-    };
-    let (tx, mut rx) = mpsc::channel::<Bytes>(INBOX);
-    registry.subscribe(keys.channel(), tx);
-    let me = registry.node_id().to_owned();
-    let sink = chat.clone();
-    tokio::spawn(async move {
-        while let Some(payload) = rx.recv().await {
-            match serde_json::from_slice::<Announcement>(&payload) {
-                Ok(announcement) => deliver(&sink, &me, announcement).await,
-                Err(error) => tracing::warn!(%error, "unreadable chat announcement"),
-            }
-        }
-    });
-    let mut events = registry.events();
-    let registry = registry.clone();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ClusterEvent::NodeDown { node, connections }) => {
-                    if let Err(error) = remove_dead_members(&registry, &keys, &connections).await {
-                        tracing::warn!(%node, %error, "could not remove a dead node's chat members");
-                    }
-                }
-                Ok(ClusterEvent::RedisBack) => chat.resync().await,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "cluster events missed by the chat");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-async fn deliver(chat: &Chat, me: &str, announcement: Announcement) {
-    match announcement {
-        Announcement::Message {
-            room,
-            id,
-            from,
-            name,
-            text,
-            cid,
-            ts,
-            skip,
-            bare,
-        } => {
-            let Some(from) = Id::parse(&from) else { return };
-            let write = Write::Append(NewMessage {
-                room: Room::from(room),
-                from: Member {
-                    id: from,
-                    name: Name::from(name),
-                },
-                text: text.into(),
-                client_id: cid.map(Into::into),
-                ts_ms: ts,
-                delivery: Delivery {
-                    skip: skip.as_deref().and_then(Id::parse),
-                    bare,
-                },
-            });
-            chat.announced(write, Applied::Appended(id)).await;
-        }
-        Announcement::Reaction {
-            room,
-            id,
-            emoji,
-            count,
-        } => {
-            let write = Write::React {
-                room: Room::from(room),
-                id,
-                emoji: emoji.into(),
-            };
-            chat.announced(write, Applied::Reacted(count)).await;
-        }
-        Announcement::Frame {
-            origin,
-            room,
-            frame,
-            skip,
-        } => {
-            // This node delivered its own frames when it sent them.
-            if origin != me {
-                let skip = skip.as_deref().and_then(Id::parse);
-                chat.remote(room.map(Room::from), OutFrame::text(frame.as_bytes()), skip)
-                    .await;
-            }
-        }
-    }
-}
-
-/// Takes a dead node's connections out of their rooms and tells every node's members.
-async fn remove_dead_members(
-    registry: &ClusterRegistry,
-    keys: &Keys,
-    connections: &[Id],
-) -> redis::RedisResult<()> {
-    let mut redis = registry.redis();
-    for id in connections {
-        let rooms: Vec<String> =
-            redis::AsyncCommands::smembers(&mut redis, keys.rooms_of(id)).await?;
-        for room in rooms {
-            let name: Option<String> =
-                redis::AsyncCommands::hget(&mut redis, keys.members(&room), id.as_str()).await?;
-            let member = Member {
-                id: *id,
-                name: Name::from(name.unwrap_or_else(|| protocol::default_name(*id).to_string())),
-            };
-            let frame = protocol::presence_frame(&room, PresenceEvent::Leave, &member, None);
-            let announcement = Announcement::Frame {
-                // From no node: every node delivers it.
-                origin: String::new(),
-                room: Some(room.clone()),
-                frame: String::from_utf8_lossy(frame_payload(&frame)).into_owned(),
-                skip: None,
-            };
-            redis::pipe()
-                .hdel(keys.members(&room), id.as_str())
-                .ignore()
-                .publish(
-                    keys.channel(),
-                    serde_json::to_vec(&announcement).expect("serialisable"),
-                )
-                .ignore()
-                .exec_async(&mut redis)
-                .await?;
-        }
-        redis::AsyncCommands::del::<_, ()>(&mut redis, keys.rooms_of(id)).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -907,6 +531,10 @@ mod tests {
 
     #[test]
     fn writes_are_announced_in_store_order_and_failures_are_errors() {
+        use crate::apps::chat::protocol::Member;
+        use crate::apps::chat::store::{Delivery, NewMessage};
+        use crate::ids::Id;
+
         let redis = TestRedis::start();
         let url = redis.url();
         let mut listener = redis::Client::open(url.as_str())
@@ -942,7 +570,7 @@ mod tests {
         for (expected_id, expected_text) in [(1, "one"), (2, "two")] {
             let payload: Vec<u8> = pubsub.get_message().unwrap().get_payload().unwrap();
             match serde_json::from_slice(&payload).unwrap() {
-                Announcement::Message {
+                super::super::ChatEvent::Message {
                     id,
                     text,
                     skip,
