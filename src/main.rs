@@ -226,6 +226,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
         api,
         limits: file.limits,
         chat: file.chat,
+        dynamodb: file.dynamodb,
         ..Config::default()
     };
     if let Some(stage) = file.stage {
