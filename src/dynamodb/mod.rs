@@ -120,6 +120,7 @@ impl DynamoDb {
         )?;
         tracing::info!(
             database = %engine.path().display(),
+            engine = %engine.addr(),
             tables = specs.len(),
             "DynamoDB tables served on the gateway's listener"
         );
