@@ -279,6 +279,9 @@ pub struct DynamoDbConfig {
     pub serve_cluster: bool,
     /// The database file's name, in the data directory.
     pub database_file: String,
+    /// How hard SQLite works to keep a write before it is answered: `normal` survives the
+    /// process being killed, `full` (an `fsync` per write) a power cut too.
+    pub synchronous: crate::apps::chat::config::Synchronous,
     /// Seconds between two sweeps of expired items (tables with TTL enabled).
     pub ttl_sweep_interval_secs: u64,
     /// DynamoDB requests handled at once; beyond, the request is answered
@@ -299,6 +302,7 @@ impl Default for DynamoDbConfig {
             endpoint: None,
             serve_cluster: false,
             database_file: "dynamodb.sqlite3".into(),
+            synchronous: crate::apps::chat::config::Synchronous::Normal,
             ttl_sweep_interval_secs: 30,
             max_inflight_requests: 1024,
             recreate_changed_tables: false,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::DynamoError;
 use super::metrics::{DynamoMetrics, Gauges};
 use super::tables::{self, TableSpec, TablesReport};
+use crate::apps::chat::config::Synchronous;
 
 /// How long stopping waits for the engine's thread.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +39,7 @@ impl Engine {
     /// serving on a loopback port.
     pub(crate) fn start(
         path: &Path,
+        synchronous: Synchronous,
         specs: &[TableSpec],
         recreate: bool,
         ttl_interval: Duration,
@@ -59,6 +61,15 @@ impl Engine {
             path: path.to_owned(),
             error: e.to_string(),
         })?;
+        if synchronous == Synchronous::Normal {
+            // dynoxide's own "normal" settings (it opens with SQLite's default, FULL): in WAL
+            // mode a commit has reached the operating system when it returns, so a write that
+            // was answered survives the process being killed; no `fsync` per write.
+            db.disable_bulk_loading().map_err(|e| DynamoError::Open {
+                path: path.to_owned(),
+                error: e.to_string(),
+            })?;
+        }
         let report = tables::ensure_tables(&db, specs, recreate)?;
         let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
         listener.set_nonblocking(true)?;

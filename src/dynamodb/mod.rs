@@ -83,8 +83,8 @@ fn operation(headers: &HeaderMap) -> Option<&str> {
 /// The DynamoDB endpoint on the gateway's listener, in front of the embedded engine.
 #[derive(Debug)]
 pub struct DynamoDb {
-    /// `http://127.0.0.1:PORT/`: the engine.
-    upstream: String,
+    /// `http://127.0.0.1:PORT/`: the engine (parsed once).
+    upstream: reqwest::Url,
     client: reqwest::Client,
     verifier: Verifier,
     inflight: Arc<Semaphore>,
@@ -113,6 +113,7 @@ impl DynamoDb {
         let metrics = Arc::new(DynamoMetrics::default());
         let (engine, report) = Engine::start(
             &data_dir.join(&config.database_file),
+            config.synchronous,
             &specs,
             config.recreate_changed_tables,
             std::time::Duration::from_secs(config.ttl_sweep_interval_secs),
@@ -130,7 +131,8 @@ impl DynamoDb {
             .build()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Some(Arc::new(DynamoDb {
-            upstream: format!("http://{}/", engine.addr()),
+            upstream: reqwest::Url::parse(&format!("http://{}/", engine.addr()))
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
             client,
             verifier: Verifier::for_service(credentials, SERVICE),
             inflight: Arc::new(Semaphore::new(config.max_inflight_requests)),
@@ -179,7 +181,7 @@ impl DynamoDb {
         if let Err(refused) = self.authorize(peer, &parts, &body) {
             return refused;
         }
-        let mut forward = self.client.post(&self.upstream).body(body);
+        let mut forward = self.client.post(self.upstream.clone()).body(body);
         for (name, value) in &parts.headers {
             if !is_hop_by_hop(name) {
                 forward = forward.header(name, value);
@@ -331,11 +333,8 @@ fn signature_error(e: &SignatureError) -> Response {
                 .to_owned(),
         ),
     };
-    let status = match e {
-        SignatureError::Missing => StatusCode::FORBIDDEN,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    error(status, kind, &message)
+    // DynamoDB answers every refused signature with 400.
+    error(StatusCode::BAD_REQUEST, kind, &message)
 }
 
 /// An error in DynamoDB's shape: `{"__type": "com.amazon.coral.service#Kind", "message"}`.
