@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 if ! command -v cargo >/dev/null; then
-  echo "error: cargo not found; install a Rust toolchain (1.85 or newer) first" >&2
+  echo "error: cargo not found; install a Rust toolchain (1.88 or newer) first" >&2
   exit 1
 fi
 
@@ -37,6 +37,12 @@ if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
   python3 -m pip install --quiet awscli boto3
 fi
 
+# The DynamoDB differential test runs moto's server.
+if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+  log "installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
 if ! command -v kosoku >/dev/null; then
   log "installing kosoku (the Autobahn TestSuite runner)"
   python3 -m pip install --quiet kosoku
@@ -51,6 +57,12 @@ fuzz_status=0
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   log "installing playwright-core for the browser tests"
   (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
+
+# The JavaScript SDKs (v3 and v2) the DynamoDB tests drive, from the lock file.
+if [[ ! -d tests/dynamodb/node_modules/@aws-sdk/lib-dynamodb || ! -d tests/dynamodb/node_modules/aws-sdk ]]; then
+  log "installing the JavaScript SDKs for the DynamoDB tests"
+  (cd tests/dynamodb && npm ci --silent --no-audit --no-fund)
 fi
 
 log "running the tests"

@@ -168,6 +168,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Routes and authorizer from the API definition file; with no routes, `app` serves.
     pub api: ApiDefinition,
+    /// The DynamoDB-compatible endpoint (`[dynamodb]`).
+    pub dynamodb: DynamoDbConfig,
 }
 
 impl Default for Config {
@@ -184,6 +186,7 @@ impl Default for Config {
             tls: None,
             cluster: None,
             api: ApiDefinition::default(),
+            dynamodb: DynamoDbConfig::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl Config {
             api,
             limits: file.limits,
             chat: file.chat,
+            dynamodb: file.dynamodb,
             ..Config::default()
         };
         if let Some(stage) = file.stage {
@@ -288,7 +292,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_stage(&self.stage)?;
         self.limits.validate()?;
-        self.chat.validate()
+        self.chat.validate()?;
+        self.dynamodb.validate()?;
+        self.dynamodb.check_cluster(
+            self.cluster.is_some(),
+            !self.management_credentials.is_empty(),
+        )
     }
 }
 
@@ -347,6 +356,128 @@ pub struct FileConfig {
     pub routes: BTreeMap<String, RouteSpec>,
     /// The `$connect` authorizer.
     pub authorizer: Option<AuthorizerSpec>,
+    /// The DynamoDB-compatible endpoint (`[dynamodb]`); keys left out keep their defaults.
+    #[serde(default)]
+    pub dynamodb: DynamoDbConfig,
+}
+
+/// The `[dynamodb]` section: DynamoDB-compatible tables served on the gateway's listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamoDbConfig {
+    /// Serve the embedded tables even when no table is declared.
+    pub enabled: bool,
+    /// A DynamoDB endpoint elsewhere (`http://node-a:8080`, DynamoDB itself, a compatible
+    /// engine): functions are pointed at it and this node keeps no tables.
+    pub endpoint: Option<String>,
+    /// This node serves its embedded tables to the other nodes of a cluster (which set
+    /// `endpoint` to this node's URL).
+    pub serve_cluster: bool,
+    /// The database file's name, in the data directory.
+    pub database_file: String,
+    /// How hard SQLite works to keep a write before it is answered: `normal` survives the
+    /// process being killed, `full` (an `fsync` per write) a power cut too.
+    pub synchronous: crate::apps::chat::config::Synchronous,
+    /// Seconds between two sweeps of expired items (tables with TTL enabled).
+    pub ttl_sweep_interval_secs: u64,
+    /// DynamoDB requests handled at once; beyond, the request is answered
+    /// `ThrottlingException` (which the SDKs retry).
+    pub max_inflight_requests: usize,
+    /// Replace a declared table whose schema changed (its items are lost); otherwise the old
+    /// table is kept and the change reported.
+    pub recreate_changed_tables: bool,
+    /// Declared tables: CloudFormation `AWS::DynamoDB::Table` properties (or, with
+    /// `Type = "AWS::Serverless::SimpleTable"`, a SAM simple table's).
+    pub tables: Vec<serde_json::Value>,
+}
+
+impl Default for DynamoDbConfig {
+    fn default() -> Self {
+        DynamoDbConfig {
+            enabled: false,
+            endpoint: None,
+            serve_cluster: false,
+            database_file: "dynamodb.sqlite3".into(),
+            synchronous: crate::apps::chat::config::Synchronous::Normal,
+            ttl_sweep_interval_secs: 30,
+            max_inflight_requests: 1024,
+            recreate_changed_tables: false,
+            tables: Vec::new(),
+        }
+    }
+}
+
+impl DynamoDbConfig {
+    /// Whether this process runs the embedded tables: enabled, or tables declared, and no
+    /// endpoint elsewhere.
+    pub fn is_embedded(&self) -> bool {
+        self.endpoint.is_none() && (self.enabled || !self.tables.is_empty())
+    }
+
+    /// Checks the section on its own.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: format!("dynamodb.{key}"),
+                reason,
+            })
+        };
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return bad(
+                "endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            );
+        }
+        let file = &self.database_file;
+        if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
+            return bad(
+                "database_file",
+                format!("{file:?} is not a file name (the file lives in the data directory)"),
+            );
+        }
+        if self.ttl_sweep_interval_secs == 0 {
+            return bad("ttl_sweep_interval_secs", "must be at least 1".into());
+        }
+        if self.max_inflight_requests == 0 {
+            return bad("max_inflight_requests", "must be at least 1".into());
+        }
+        for (i, table) in self.tables.iter().enumerate() {
+            if let Err(e) = crate::dynamodb::tables::TableSpec::from_declaration(table) {
+                return bad(&format!("tables[{i}]"), e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster rule: every node's functions must see the same tables, so in a cluster a
+    /// node keeps embedded tables only when it serves them to the others (`serve_cluster`,
+    /// which needs credentials: the others call it over the network).
+    pub fn check_cluster(&self, clustered: bool, has_credentials: bool) -> Result<(), ConfigError> {
+        if !clustered || !self.is_embedded() {
+            return Ok(());
+        }
+        if !self.serve_cluster {
+            return Err(ConfigError::Invalid {
+                key: "dynamodb".into(),
+                reason: "in a cluster each node would keep tables of its own: set \
+                    `endpoint = \"http://<node>:<port>\"` in [dynamodb] on every node (one node's \
+                    URL, DynamoDB itself or a DynamoDB-compatible engine), and \
+                    `serve_cluster = true` without `endpoint` on the one node that keeps the tables"
+                    .into(),
+            });
+        }
+        if !has_credentials {
+            return Err(ConfigError::Invalid {
+                key: "dynamodb.serve_cluster".into(),
+                reason: "the other nodes reach the tables over the network, which needs \
+                    [management] credentials (off loopback, calls must be signed)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The `[cluster]` section.

@@ -9,17 +9,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::ServiceExt;
 
+use crate::dynamodb::{self, DynamoDb};
 use crate::event::RequestHead;
 use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, Rejection, is_upgrade};
@@ -37,12 +38,14 @@ pub struct ConnInfo {
 }
 
 /// The router for everything that is not a WebSocket handshake on a fresh connection.
+/// DynamoDB calls (`POST /` with a DynamoDB `X-Amz-Target`) are served when the router
+/// carries an `Extension<Arc<DynamoDb>>` layer.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(chat_ui))
+        .route("/", get(chat_ui).post(dynamodb_call))
         .route("/ui/{file}", get(chat_ui))
         .fallback(dispatch)
         .with_state(gateway)
@@ -60,14 +63,41 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     (StatusCode::OK, "ready\n").into_response()
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(
+    State(gw): State<Arc<Gateway>>,
+    tables: Option<Extension<Arc<DynamoDb>>>,
+) -> Response {
     let cluster_up = gw.registry.is_clustered().then(|| gw.registry.is_ready());
-    let body = gw.metrics.render(
+    let mut body = gw.metrics.render(
         gw.registry.local_count(),
         gw.api.routes().map(|r| (&*r.key, &r.metrics)),
         cluster_up,
     );
+    if let Some(Extension(tables)) = tables {
+        tables.render_metrics(&mut body).await;
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `POST /`: a DynamoDB call when DynamoDB is served and the target names one; otherwise
+/// what `POST /` always was (405).
+async fn dynamodb_call(tables: Option<Extension<Arc<DynamoDb>>>, request: Request) -> Response {
+    match tables {
+        Some(Extension(tables)) if dynamodb::is_dynamodb_call(request.headers()) => {
+            let info = *request
+                .extensions()
+                .get::<ConnInfo>()
+                .expect("every request carries its ConnInfo");
+            tables.handle(info.peer, request).await
+        }
+        _ => {
+            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+            response
+        }
+    }
 }
 
 async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod deferred;
+pub mod dynamodb;
 pub mod event;
 pub mod gateway;
 pub mod http;

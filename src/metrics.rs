@@ -36,7 +36,7 @@ impl Histogram {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);

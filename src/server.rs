@@ -20,7 +20,8 @@ use crate::apps::chat::sqlite::SqliteStore;
 use crate::apps::chat::store::StoreError;
 use crate::apps::chat::{Chat, ChatConfig};
 use crate::cluster::{ClusterError, ClusterRegistry};
-use crate::config::{BuiltinApp, Config, ConfigError};
+use crate::config::{BuiltinApp, Config, ConfigError, DynamoDbConfig};
+use crate::dynamodb::{self, DynamoDb, DynamoError};
 use crate::event::ApiContext;
 use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
@@ -59,6 +60,9 @@ pub enum Error {
     /// The chat's storage cannot be opened.
     #[error(transparent)]
     Chat(#[from] StoreError),
+    /// The DynamoDB tables cannot be served.
+    #[error(transparent)]
+    DynamoDb(#[from] DynamoError),
 }
 
 /// A configured server, ready to serve a listener.
@@ -73,6 +77,10 @@ pub struct Server {
     chat: Option<Arc<Chat>>,
     /// The API's Lambda functions, started by `serve` and stopped after the drain.
     functions: Functions,
+    /// The embedded DynamoDB tables, stopped after the functions.
+    dynamodb: Option<Arc<DynamoDb>>,
+    /// Where functions find DynamoDB.
+    dynamodb_config: DynamoDbConfig,
 }
 
 impl std::fmt::Debug for Server {
@@ -83,6 +91,7 @@ impl std::fmt::Debug for Server {
             .field("cluster", &self.cluster)
             .field("chat", &self.chat.is_some())
             .field("functions", &!self.functions.is_empty())
+            .field("dynamodb", &self.dynamodb.is_some())
             .finish()
     }
 }
@@ -172,6 +181,12 @@ impl Server {
             metrics,
         );
         let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+        // Declared tables exist before the server listens.
+        let dynamodb = DynamoDb::start(
+            &config.dynamodb,
+            &config.data_dir,
+            config.management_credentials.clone(),
+        )?;
         Ok(Server {
             gateway: Arc::new(gateway),
             drain_timeout: config.drain_timeout,
@@ -180,12 +195,19 @@ impl Server {
             cluster,
             chat: None,
             functions: Functions::default(),
+            dynamodb,
+            dynamodb_config: config.dynamodb.clone(),
         })
     }
 
     /// The gateway's shared state.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// The embedded DynamoDB tables, when this server keeps them.
+    pub fn dynamodb(&self) -> Option<&Arc<DynamoDb>> {
+        self.dynamodb.as_ref()
     }
 
     /// Serves `listener` until `shutdown` completes, then drains: every connection is closed
@@ -197,20 +219,21 @@ impl Server {
     ) -> Result<(), Error> {
         let gw = self.gateway;
         if !self.functions.is_empty() {
+            let gateway_url = gateway_url(listener.local_addr()?, self.tls.is_some());
             let management = ManagementEndpoint {
-                url: management_url(
-                    listener.local_addr()?,
-                    &gw.api_context.stage,
-                    self.tls.is_some(),
-                ),
+                url: format!("{gateway_url}/{}", gw.api_context.stage),
                 credential: self.management_credentials.first().cloned(),
+                dynamodb_url: dynamodb::endpoint_for_functions(&self.dynamodb_config, &gateway_url),
             };
             if let Err(error) = self.functions.start(management).await {
                 self.functions.stop().await;
                 return Err(error.into());
             }
         }
-        let router = http::router(gw.clone());
+        let router = match &self.dynamodb {
+            Some(tables) => http::router(gw.clone()).layer(axum::Extension(tables.clone())),
+            None => http::router(gw.clone()),
+        };
         let sweeper = gw.clone();
         gw.tracker.spawn(async move { sweeper.sweep().await });
         if let Some(cluster) = &self.cluster {
@@ -297,6 +320,10 @@ impl Server {
         self.functions.stop().await;
         if let Some(chat) = &self.chat {
             chat.close().await;
+        }
+        // After the functions: `$disconnect` handlers delete their connection's item.
+        if let Some(tables) = &self.dynamodb {
+            tables.stop().await;
         }
         Ok(())
     }
@@ -439,16 +466,16 @@ impl Integration for AsDefault {
     }
 }
 
-/// The `@connections` endpoint as a process on this machine reaches it (handed to Lambda
-/// functions): a wildcard listen address becomes loopback.
-fn management_url(local: SocketAddr, stage: &str, tls: bool) -> String {
+/// The gateway as a process on this machine reaches it (handed to Lambda functions for
+/// `@connections` and DynamoDB): a wildcard listen address becomes loopback.
+fn gateway_url(local: SocketAddr, tls: bool) -> String {
     let ip = match local.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
     let scheme = if tls { "https" } else { "http" };
-    format!("{scheme}://{}/{stage}", SocketAddr::new(ip, local.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, local.port()))
 }
 
 /// Reads the first request of a connection and hands it to the WebSocket handshake or to HTTP.

@@ -215,15 +215,30 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Verifies SigV4 signatures against a set of configured credentials.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Verifier {
     credentials: Vec<Credential>,
+    service: &'static str,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new(Vec::new())
+    }
 }
 
 impl Verifier {
-    /// A verifier accepting these key pairs.
+    /// A verifier accepting these key pairs, for calls signed for `execute-api`.
     pub fn new(credentials: Vec<Credential>) -> Self {
-        Verifier { credentials }
+        Verifier::for_service(credentials, SERVICE)
+    }
+
+    /// A verifier accepting these key pairs, for calls signed for `service` (`dynamodb`).
+    pub fn for_service(credentials: Vec<Credential>, service: &'static str) -> Self {
+        Verifier {
+            credentials,
+            service,
+        }
     }
 
     /// Whether any credentials are configured (if none, the caller decides who may call).
@@ -245,7 +260,7 @@ impl Verifier {
         let amz_date = request
             .header("x-amz-date")
             .ok_or(SignatureError::Malformed("no X-Amz-Date header"))?;
-        if auth.service != SERVICE
+        if auth.service != self.service
             || auth.terminator != "aws4_request"
             || auth.region.is_empty()
             || !amz_date.starts_with(auth.date)

@@ -25,6 +25,7 @@ mod cluster_lb;
 mod cluster_stall;
 mod config;
 mod conformance;
+mod dynamodb;
 mod e2e;
 mod gateway;
 mod integrations;

@@ -52,6 +52,8 @@ pub struct ManagementEndpoint {
     pub url: String,
     /// The key pair functions sign with, when the management API requires signatures.
     pub credential: Option<crate::sigv4::Credential>,
+    /// The DynamoDB endpoint functions use (`AWS_ENDPOINT_URL_DYNAMODB`), when there is one.
+    pub dynamodb_url: Option<String>,
 }
 
 /// The environment variables a function's process gets, as on Lambda.
@@ -107,6 +109,11 @@ pub fn environment(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(url) = &management.dynamodb_url {
+        // The SDKs read these (the JavaScript SDK v3, boto3, the AWS CLI, Go, Java).
+        vars.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), url.clone()));
+        vars.push(("AWS_ENDPOINT_URL_DYNAMODB_STREAMS".into(), url.clone()));
+    }
     for (k, v) in &spec.env {
         vars.retain(|(existing, _)| existing != k);
         vars.push((k.clone(), v.clone()));
