@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use switchboard::Id;
 use switchboard::apps::chat::protocol::Member;
 use switchboard::apps::chat::sqlite::SqliteStore;
 use switchboard::apps::chat::store::{ChatStore, NewMessage, Retention, Write};
@@ -21,7 +22,6 @@ use switchboard::event::{ApiContext, ConnectionContext, Event, EventKind, Messag
 use switchboard::gateway::conn::Conn;
 use switchboard::gateway::frame::OutFrame;
 use switchboard::gateway::registry::{LocalRegistry, Registry};
-use switchboard::ids::Id;
 use switchboard::integration::Integration;
 use switchboard::management::ManagementApi;
 

@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use serde_json::Value;
-use switchboard::selection::SelectionExpression;
+use switchboard::api::SelectionExpression;
 
 const FRAME: &str = r#"{"action":"sendmessage","message":"~00000000000f4240000000017xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
 

@@ -11,7 +11,7 @@ use crate::authorizer::Authorizer;
 use crate::event::Message;
 use crate::integration::Integration;
 use crate::metrics::RouteMetrics;
-use crate::selection::SelectionExpression;
+pub use crate::selection::SelectionExpression;
 
 /// The special route keys.
 pub mod keys {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::apps::chat::ChatConfig;
-use crate::cluster::ClusterConfig;
+pub use crate::cluster::ClusterConfig;
 use crate::integration::definition::{ApiDefinition, AuthorizerSpec, DefinitionError, RouteSpec};
-use crate::sigv4::Credential;
+pub use crate::sigv4::Credential;
 use crate::tls::TlsFiles;
 
 /// Limits, with API Gateway's values as defaults.

@@ -6,25 +6,26 @@
 
 pub mod api;
 pub mod apps;
-pub mod authorizer;
+mod authorizer;
 pub mod cli;
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod deferred;
-pub mod dynamodb;
+mod deferred;
+mod dynamodb;
 pub mod event;
 pub mod gateway;
 pub mod http;
-pub mod ids;
+mod ids;
 pub mod integration;
-pub mod limits;
+mod limits;
 pub mod management;
 pub mod metrics;
-pub mod selection;
+mod selection;
 pub mod server;
-pub mod sigv4;
-pub mod time;
+mod sigv4;
+mod time;
 pub mod tls;
 
 pub use config::Config;
+pub use ids::Id;
 pub use server::{Error, Server, run};

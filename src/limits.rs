@@ -11,7 +11,7 @@ use std::time::Instant;
 /// per-connection message limit and new-connection limit hold one second's worth
 /// ([`TokenBucket::new`]); the chat's per-connection request limit has a burst of its own.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -20,13 +20,13 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket refilling at `rate` per second, holding one second's worth.
-    pub fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         Self::with_burst(rate, rate, Instant::now())
     }
 
     /// A full bucket of `burst` tokens (at least one) refilling at `rate` per second, as of
     /// `now`.
-    pub fn with_burst(rate: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn with_burst(rate: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate: f64::from(rate),
@@ -37,12 +37,12 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self) -> bool {
+    pub(crate) fn try_take(&mut self) -> bool {
         self.try_take_at(Instant::now())
     }
 
     /// [`try_take`](Self::try_take) at a given time.
-    pub fn try_take_at(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take_at(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
@@ -57,7 +57,7 @@ impl TokenBucket {
 
 /// Why a new connection was turned away before its request was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// More new connections per second than allowed: 429.
     Rate,
     /// Too many open connections from this address: 429.
@@ -66,7 +66,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The status and message answered to the client.
-    pub fn answer(self) -> (u16, &'static str) {
+    pub(crate) fn answer(self) -> (u16, &'static str) {
         match self {
             Refusal::Rate => (429, "Too many new connections; retry in a second"),
             Refusal::PerAddress => (429, "Too many connections from your address"),
@@ -76,7 +76,7 @@ impl Refusal {
 
 /// Counts connections per source address and new connections per second.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     per_address: usize,
     open: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
     rate: Option<Mutex<TokenBucket>>,
@@ -84,7 +84,7 @@ pub struct Admission {
 
 /// Holds a connection's place in the per-address count until dropped.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     admission: Arc<Admission>,
     ip: IpAddr,
 }
@@ -92,7 +92,7 @@ pub struct Admitted {
 impl Admission {
     /// Limits of `per_address` open connections per address and `per_second` new
     /// connections per second; 0 means unlimited.
-    pub fn new(per_address: usize, per_second: u32) -> Arc<Self> {
+    pub(crate) fn new(per_address: usize, per_second: u32) -> Arc<Self> {
         Arc::new(Admission {
             per_address,
             open: Mutex::default(),
@@ -101,7 +101,7 @@ impl Admission {
     }
 
     /// Admits a new connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
         if let Some(rate) = &self.rate
             && !rate.lock().expect("rate lock").try_take()
         {
@@ -123,7 +123,8 @@ impl Admission {
     }
 
     /// Open connections counted for `ip`.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().expect("admission lock");
         open.get(&ip.to_canonical()).copied().unwrap_or(0)
     }
@@ -149,7 +150,7 @@ impl Drop for Admitted {
 /// Entries are exact origins (`https://chat.example.com`, compared case-insensitively),
 /// `https://*.example.com` for any subdomain, or `*`. Requests without an `Origin` header
 /// (command-line clients, servers) are allowed: browsers always send one.
-pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     let Some(origin) = origin else {
         return true;
     };

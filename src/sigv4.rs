@@ -19,10 +19,10 @@ use sha2::{Digest, Sha256};
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a request's `x-amz-date` may be from the server's clock.
-pub const MAX_SKEW_SECS: i64 = 300;
+pub(crate) const MAX_SKEW_SECS: i64 = 300;
 
 /// The service name management calls are signed for.
-pub const SERVICE: &str = "execute-api";
+pub(crate) const SERVICE: &str = "execute-api";
 
 /// An access key pair that may call the management API.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
@@ -45,7 +45,7 @@ impl std::fmt::Debug for Credential {
 
 /// Why a request's signature was refused; the message is safe to return to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// No `Authorization` header.
     #[error("missing Authentication Token: sign the request with AWS Signature Version 4")]
     Missing,
@@ -70,7 +70,7 @@ pub enum SignatureError {
 
 /// The parts of a request a signature covers.
 #[derive(Debug, Clone, Copy)]
-pub struct SignedRequest<'a> {
+pub(crate) struct SignedRequest<'a> {
     /// The method.
     pub method: &'a str,
     /// The path exactly as sent (still percent-encoded).
@@ -216,7 +216,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Verifies SigV4 signatures against a set of configured credentials.
 #[derive(Debug, Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     credentials: Vec<Credential>,
     service: &'static str,
 }
@@ -229,12 +229,12 @@ impl Default for Verifier {
 
 impl Verifier {
     /// A verifier accepting these key pairs, for calls signed for `execute-api`.
-    pub fn new(credentials: Vec<Credential>) -> Self {
+    pub(crate) fn new(credentials: Vec<Credential>) -> Self {
         Verifier::for_service(credentials, SERVICE)
     }
 
     /// A verifier accepting these key pairs, for calls signed for `service` (`dynamodb`).
-    pub fn for_service(credentials: Vec<Credential>, service: &'static str) -> Self {
+    pub(crate) fn for_service(credentials: Vec<Credential>, service: &'static str) -> Self {
         Verifier {
             credentials,
             service,
@@ -242,12 +242,16 @@ impl Verifier {
     }
 
     /// Whether any credentials are configured (if none, the caller decides who may call).
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         !self.credentials.is_empty()
     }
 
     /// Verifies a request signed at most [`MAX_SKEW_SECS`] from `now_ms`.
-    pub fn verify(&self, request: &SignedRequest<'_>, now_ms: i64) -> Result<(), SignatureError> {
+    pub(crate) fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        now_ms: i64,
+    ) -> Result<(), SignatureError> {
         let header = request
             .header("authorization")
             .ok_or(SignatureError::Missing)?;

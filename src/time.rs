@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 /// Milliseconds since the Unix epoch.
 ///
 /// Without a detour through a calendar date.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -17,7 +17,7 @@ pub fn now_ms() -> i64 {
 /// For the activity clock, which every queued frame sets: a broadcast to 1,000 clients reads
 /// it 1,000 times, and the idle timeout it serves counts minutes.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn coarse_now_ms() -> i64 {
+pub(crate) fn coarse_now_ms() -> i64 {
     use nix::time::{ClockId, clock_gettime};
     clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map_or_else(
         |_| now_ms(),
@@ -36,12 +36,12 @@ fn datetime(ms: i64) -> DateTime<Utc> {
 }
 
 /// `requestTime`: Common Log Format in UTC, `20/Jan/2024:11:54:57 +0000`.
-pub fn clf(ms: i64) -> String {
+pub(crate) fn clf(ms: i64) -> String {
     datetime(ms).format("%d/%b/%Y:%H:%M:%S +0000").to_string()
 }
 
 /// `connectedAt` of GetConnection: ISO-8601 with milliseconds, `2020-04-30T20:10:33.236Z`.
-pub fn iso_ms(ms: i64) -> String {
+pub(crate) fn iso_ms(ms: i64) -> String {
     datetime(ms).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 

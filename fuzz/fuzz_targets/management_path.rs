@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::ids::Id;
+use switchboard::Id;
 use switchboard::management::{Target, parse_path};
 
 fuzz_target!(|path: &str| {

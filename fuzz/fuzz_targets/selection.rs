@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::selection::SelectionExpression;
+use switchboard::api::SelectionExpression;
 
 fuzz_target!(|input: (&str, &str)| {
     let (expression, body) = input;

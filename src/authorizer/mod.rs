@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::event::{AuthorizerContext, Event, EventKind, RequestHead};
 use crate::integration::{Backend, CallError};
 
-pub mod jwt;
-pub mod policy;
+pub(crate) mod jwt;
+pub(crate) mod policy;
 
 /// Where an identity comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl Authorizer {
 
 /// The REQUEST authorizer event: the CONNECT event, `type`, `methodArn`, and the headers that
 /// only authorizers see.
-pub fn request_event(event: &Event<'_>, method_arn: &str) -> Vec<u8> {
+pub(crate) fn request_event(event: &Event<'_>, method_arn: &str) -> Vec<u8> {
     let mut json = serde_json::to_value(event).expect("events always serialise");
     if let Some(object) = json.as_object_mut() {
         for (name, value) in [

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// The outcome of evaluating a policy for one method ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// An `Allow` statement covers the ARN and no `Deny` does.
     Allow,
     /// A `Deny` statement covers the ARN, or no statement does.
@@ -16,7 +16,7 @@ pub enum Decision {
 }
 
 /// Evaluates `policy` (a `policyDocument`) for invoking `method_arn`.
-pub fn evaluate(policy: &Value, method_arn: &str) -> Result<Decision, String> {
+pub(crate) fn evaluate(policy: &Value, method_arn: &str) -> Result<Decision, String> {
     let statements = match policy.get("Statement") {
         Some(Value::Array(list)) => list.iter().collect::<Vec<_>>(),
         Some(one @ Value::Object(_)) => vec![one],
@@ -63,7 +63,7 @@ fn matches_any(patterns: Option<&Value>, value: &str, ignore_case: bool) -> bool
 }
 
 /// IAM wildcard matching: `*` any run of characters, `?` one character.
-pub fn wildcard(pattern: &str, value: &str) -> bool {
+pub(crate) fn wildcard(pattern: &str, value: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let v: Vec<char> = value.chars().collect();
     let (mut pi, mut vi) = (0, 0);

@@ -17,9 +17,6 @@
 //! So a bus is best effort, like Redis pub/sub itself: a user that needs every message (the
 //! chat's membership) must be able to resynchronise from a snapshot.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -60,39 +57,53 @@ pub(crate) fn offer(channel: &str, sink: &mpsc::Sender<Bytes>, payload: Bytes) -
     }
 }
 
-/// A bus inside one process: every node given the same `MemoryBus` is linked to the others, as
-/// nodes on one Redis are. Publishing hands the payload to every subscriber's queue at once,
-/// under one lock, so every subscriber sees one order.
-#[derive(Debug, Default)]
-pub struct MemoryBus {
-    channels: Mutex<HashMap<String, Vec<mpsc::Sender<Bytes>>>>,
-}
+#[cfg(test)]
+pub(crate) use memory::MemoryBus;
 
-impl MemoryBus {
-    /// A bus with no subscribers.
-    pub fn new() -> Self {
-        Self::default()
+#[cfg(test)]
+mod memory {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use super::{Bus, BusError, offer};
+
+    /// A bus inside one process: every node given the same `MemoryBus` is linked to the others, as
+    /// nodes on one Redis are. Publishing hands the payload to every subscriber's queue at once,
+    /// under one lock, so every subscriber sees one order.
+    #[derive(Debug, Default)]
+    pub(crate) struct MemoryBus {
+        pub(super) channels: Mutex<HashMap<String, Vec<mpsc::Sender<Bytes>>>>,
     }
-}
 
-impl Bus for MemoryBus {
-    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
-        let mut channels = self.channels.lock().expect("bus lock");
-        if let Some(sinks) = channels.get_mut(channel) {
-            sinks.retain(|sink| offer(channel, sink, payload.clone()));
+    impl MemoryBus {
+        /// A bus with no subscribers.
+        pub(crate) fn new() -> Self {
+            Self::default()
         }
-        Ok(())
     }
 
-    fn subscribe(&self, channel: &str, capacity: usize) -> mpsc::Receiver<Bytes> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.channels
-            .lock()
-            .expect("bus lock")
-            .entry(channel.to_owned())
-            .or_default()
-            .push(tx);
-        rx
+    impl Bus for MemoryBus {
+        fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
+            let mut channels = self.channels.lock().expect("bus lock");
+            if let Some(sinks) = channels.get_mut(channel) {
+                sinks.retain(|sink| offer(channel, sink, payload.clone()));
+            }
+            Ok(())
+        }
+
+        fn subscribe(&self, channel: &str, capacity: usize) -> mpsc::Receiver<Bytes> {
+            let (tx, rx) = mpsc::channel(capacity.max(1));
+            self.channels
+                .lock()
+                .expect("bus lock")
+                .entry(channel.to_owned())
+                .or_default()
+                .push(tx);
+            rx
+        }
     }
 }
 

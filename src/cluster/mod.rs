@@ -22,7 +22,7 @@
 //! registration, a post to a connection of this node) goes to Redis on its way: the keys are
 //! written behind, through a bounded queue.
 
-pub mod bus;
+pub(crate) mod bus;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,7 +186,7 @@ return {node, redis.call('EXISTS', ARGV[1] .. node)}
 ";
 
 /// A registry spanning every node on one Redis.
-pub struct ClusterRegistry {
+pub(crate) struct ClusterRegistry {
     this: std::sync::Weak<ClusterRegistry>,
     config: ClusterConfig,
     local: LocalRegistry,
@@ -218,7 +218,7 @@ impl std::fmt::Debug for ClusterRegistry {
 
 impl ClusterRegistry {
     /// Sets up the registry; nothing is sent to Redis until [`ClusterRegistry::run`].
-    pub fn new(config: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+    pub(crate) fn new(config: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
         let valid_id = !config.node_id.is_empty()
             && config
                 .node_id
@@ -271,23 +271,23 @@ impl ClusterRegistry {
     }
 
     /// This node's id.
-    pub fn node_id(&self) -> &str {
+    pub(crate) fn node_id(&self) -> &str {
         &self.config.node_id
     }
 
     /// The prefix of every key and channel.
-    pub fn key_prefix(&self) -> &str {
+    pub(crate) fn key_prefix(&self) -> &str {
         &self.config.key_prefix
     }
 
     /// The Redis URL.
-    pub fn redis_url(&self) -> &str {
+    pub(crate) fn redis_url(&self) -> &str {
         &self.config.redis_url
     }
 
     /// Cluster events (a bounded broadcast: a receiver that lags loses the oldest events and
     /// is told how many with `RecvError::Lagged`).
-    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+    pub(crate) fn events(&self) -> broadcast::Receiver<ClusterEvent> {
         self.events.subscribe()
     }
 
@@ -301,7 +301,7 @@ impl ClusterRegistry {
 
     /// Runs the node's part of the cluster until `shutdown`, then removes the node's keys
     /// once its connections have closed (at most `drain` later).
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, drain: Duration) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken, drain: Duration) {
         let inbox = self.inbox.lock().expect("inbox lock").take();
         let writes = self.writes_rx.lock().expect("writes lock").take();
         let outbox = self.bus_rx.lock().expect("bus lock").take();

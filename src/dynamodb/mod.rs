@@ -11,9 +11,9 @@
 //! With `[dynamodb] endpoint` set, this node keeps no tables: functions are pointed at that
 //! endpoint instead.
 
-pub mod engine;
-pub mod metrics;
-pub mod tables;
+pub(crate) mod engine;
+pub(crate) mod metrics;
+pub(crate) mod tables;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,13 +35,13 @@ use self::metrics::DynamoMetrics;
 use self::tables::{TableSpec, TablesError, TablesReport};
 
 /// The `X-Amz-Target` prefix of DynamoDB calls.
-pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+pub(crate) const TARGET_PREFIX: &str = "DynamoDB_20120810.";
 /// The `X-Amz-Target` prefix of DynamoDB Streams calls.
-pub const STREAMS_TARGET_PREFIX: &str = "DynamoDBStreams_20120810.";
+pub(crate) const STREAMS_TARGET_PREFIX: &str = "DynamoDBStreams_20120810.";
 /// The service DynamoDB calls are signed for.
-pub const SERVICE: &str = "dynamodb";
+pub(crate) const SERVICE: &str = "dynamodb";
 /// The largest request body DynamoDB accepts.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
@@ -68,7 +68,7 @@ pub enum DynamoError {
 }
 
 /// Whether a request is a DynamoDB (or DynamoDB Streams) call, by its `X-Amz-Target`.
-pub fn is_dynamodb_call(headers: &HeaderMap) -> bool {
+pub(crate) fn is_dynamodb_call(headers: &HeaderMap) -> bool {
     operation(headers).is_some()
 }
 
@@ -365,7 +365,7 @@ fn raw(status: StatusCode, body: String) -> Response {
 /// The DynamoDB endpoint a function process should use: the configured `endpoint`, or this
 /// gateway (`gateway_url`, `http(s)://127.0.0.1:PORT`) when it serves the tables; `None` when
 /// neither.
-pub fn endpoint_for_functions(config: &DynamoDbConfig, gateway_url: &str) -> Option<String> {
+pub(crate) fn endpoint_for_functions(config: &DynamoDbConfig, gateway_url: &str) -> Option<String> {
     match &config.endpoint {
         Some(endpoint) => Some(endpoint.clone()),
         None if config.is_embedded() => Some(gateway_url.to_owned()),

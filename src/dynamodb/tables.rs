@@ -19,9 +19,9 @@ use dynoxide::actions::update_time_to_live::UpdateTimeToLiveRequest;
 use serde_json::{Map, Value, json};
 
 /// CloudFormation's DynamoDB table.
-pub const TABLE: &str = "AWS::DynamoDB::Table";
+pub(crate) const TABLE: &str = "AWS::DynamoDB::Table";
 /// SAM's one-key table.
-pub const SIMPLE_TABLE: &str = "AWS::Serverless::SimpleTable";
+pub(crate) const SIMPLE_TABLE: &str = "AWS::Serverless::SimpleTable";
 
 /// `AWS::DynamoDB::Table` properties that change nothing in the embedded tables.
 const IGNORED_TABLE_PROPERTIES: &[&str] = &[
@@ -65,7 +65,7 @@ fn property(property: impl Into<String>, reason: impl Into<String>) -> SpecError
 
 /// A declared table: the CreateTable request it stands for, and its TTL attribute.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableSpec {
+pub(crate) struct TableSpec {
     name: String,
     /// The CreateTable request, in the DynamoDB API's JSON.
     create: Value,
@@ -77,7 +77,7 @@ impl TableSpec {
     /// A spec from a resource's type and its `Properties` (intrinsics already resolved).
     /// `logical_id` names the table when `TableName` is absent, as CloudFormation names it
     /// after the stack and the resource.
-    pub fn from_resource(
+    pub(crate) fn from_resource(
         resource_type: &str,
         properties: &Value,
         logical_id: Option<&str>,
@@ -105,7 +105,7 @@ impl TableSpec {
 
     /// A spec from a `[[dynamodb.tables]]` entry: the properties themselves with an optional
     /// `Type` (default `AWS::DynamoDB::Table`), or a whole resource (`Type` and `Properties`).
-    pub fn from_declaration(declaration: &Value) -> Result<Self, SpecError> {
+    pub(crate) fn from_declaration(declaration: &Value) -> Result<Self, SpecError> {
         let Value::Object(map) = declaration else {
             return Err(property("(table)", "must be a table of properties"));
         };
@@ -298,17 +298,20 @@ impl TableSpec {
     }
 
     /// The table's name.
-    pub fn name(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The CreateTable request this spec stands for (DynamoDB API JSON).
-    pub fn create_request(&self) -> &Value {
+    #[cfg(test)]
+    pub(crate) fn create_request(&self) -> &Value {
         &self.create
     }
 
     /// The attribute TTL reads, when TTL is declared enabled.
-    pub fn ttl_attribute(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn ttl_attribute(&self) -> Option<&str> {
         self.ttl_attribute.as_deref()
     }
 }
@@ -721,7 +724,7 @@ fn request<T: serde::de::DeserializeOwned>(table: &str, value: Value) -> Result<
 /// schema is kept with its items; one with another schema is reported (a warning and the
 /// report) and kept, or dropped and created anew when `recreate` is set. TTL is then enabled
 /// on the declared attribute.
-pub fn ensure_tables(
+pub(crate) fn ensure_tables(
     db: &Database,
     specs: &[TableSpec],
     recreate: bool,

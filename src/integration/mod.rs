@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::deferred::Deferred;
+pub use crate::deferred::Deferred;
 use crate::event::{Event, Response};
 
 pub mod definition;

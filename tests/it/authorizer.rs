@@ -222,7 +222,7 @@ async fn lambda_authorizers_answer_like_on_aws() {
 }
 
 fn now() -> i64 {
-    switchboard::time::now_ms() / 1000
+    crate::common::now_ms() / 1000
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::chat_common::texts;
 use crate::common::*;
-use switchboard::cluster::ClusterConfig;
+use switchboard::config::ClusterConfig;
 
 fn node_config(redis: &RedisServer, node: &str) -> switchboard::Config {
     let mut cfg = config();

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use switchboard::cluster::ClusterConfig;
+use switchboard::config::ClusterConfig;
 
 /// How long Redis stays stopped.
 const STALL: Duration = Duration::from_secs(5);

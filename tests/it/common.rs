@@ -9,9 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard::api::{Api, ApiError};
 use switchboard::config::Config;
-use switchboard::deferred::Deferred;
 use switchboard::event::{Event, Response};
 use switchboard::gateway::Gateway;
+use switchboard::integration::Deferred;
 use switchboard::integration::{Integration, IntegrationError, Invocation};
 use switchboard::management::ManagementApi;
 use switchboard::{Error, Server};
@@ -557,4 +557,12 @@ where
     })
     .await
     .expect("the condition holds in time");
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

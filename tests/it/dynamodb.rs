@@ -578,7 +578,7 @@ async fn without_dynamodb_a_post_to_the_root_is_what_it_was() {
 #[tokio::test]
 async fn a_cluster_whose_nodes_would_each_keep_tables_refuses_to_start() {
     let mut config = enabled();
-    config.cluster = Some(switchboard::cluster::ClusterConfig::new(
+    config.cluster = Some(switchboard::config::ClusterConfig::new(
         "redis://127.0.0.1:1/",
         "node-a",
     ));

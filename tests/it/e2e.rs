@@ -332,7 +332,7 @@ async fn sigterm_drains_connections_and_logs_each_one() {
 #[tokio::test]
 async fn configured_credentials_require_valid_signatures() {
     let mut cfg = config();
-    cfg.management_credentials = vec![switchboard::sigv4::Credential {
+    cfg.management_credentials = vec![switchboard::config::Credential {
         access_key_id: "AKIDSWITCHBOARD".into(),
         secret_access_key: "s3cr3t/with+chars".into(),
     }];

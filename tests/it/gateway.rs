@@ -8,12 +8,12 @@ use tokio::time::Instant;
 use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use switchboard::Id;
 use switchboard::api::Api;
+use switchboard::api::SelectionExpression;
 use switchboard::event::Response;
-use switchboard::ids::Id;
 use switchboard::integration::IntegrationError;
 use switchboard::integration::echo::Echo;
-use switchboard::selection::SelectionExpression;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -89,7 +89,7 @@ async fn functions_get_lambdas_environment_and_invocation_headers() {
         .unwrap()
         .parse()
         .unwrap();
-    let now = switchboard::time::now_ms();
+    let now = crate::common::now_ms();
     assert!(
         deadline > now && deadline <= now + 29_000,
         "{deadline} vs {now}"

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use crate::common::*;
 use serde_json::Value;
 use switchboard::api::Api;
+use switchboard::api::SelectionExpression;
 use switchboard::integration::echo::Echo;
-use switchboard::selection::SelectionExpression;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn server_and_client() -> (TestServer, Client, String) {
@@ -218,7 +218,7 @@ async fn callers_off_loopback_are_forbidden() {
         .unwrap();
     let response = switchboard::management::handle(
         &server.gateway.management,
-        Ok(switchboard::ids::Id::parse(&id).unwrap()),
+        Ok(switchboard::Id::parse(&id).unwrap()),
         "192.0.2.7:5000".parse().unwrap(),
         request,
     )

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use switchboard::api::Api;
+use switchboard::api::SelectionExpression;
 use switchboard::integration::echo::Echo;
-use switchboard::selection::SelectionExpression;
 
 #[tokio::test]
 async fn shutdown_closes_everyone_with_1001_and_runs_disconnect() {
