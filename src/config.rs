@@ -168,6 +168,9 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Routes and authorizer from the API definition file; with no routes, `app` serves.
     pub api: ApiDefinition,
+    /// Tables a template declares (`crate::template`): logical id and CloudFormation
+    /// `Properties`, intrinsics resolved, `TableName` set.
+    pub tables: Vec<(String, serde_json::Value)>,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for Config {
             tls: None,
             cluster: None,
             api: ApiDefinition::default(),
+            tables: Vec::new(),
         }
     }
 }

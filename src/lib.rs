@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod selection;
 pub mod server;
 pub mod sigv4;
+pub mod template;
 pub mod time;
 pub mod tls;
 

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::cli::{self, ConnectOptions, ManageCall};
 use switchboard::cluster::ClusterConfig;
 use switchboard::config::{BuiltinApp, Config, FileConfig, default_node_id};
+use switchboard::template::{self, Format, Loaded, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Read a configuration file (TOML, serverless.yml, SAM / CloudFormation template) and
+    /// print what was understood, without serving.
+    Check(CheckArgs),
     /// Connect to a WebSocket URL like `wscat -c`: send stdin lines, print frames.
     Connect(ConnectArgs),
     /// PostToConnection: send data to a connection.
@@ -54,9 +58,16 @@ struct ServeArgs {
     /// Directory for persistent state, created on demand.
     #[arg(long, default_value = "./switchboard-data")]
     data_dir: PathBuf,
-    /// Configuration file (TOML).
+    /// Configuration file: switchboard's TOML, a serverless.yml (.yaml, .json) or a SAM /
+    /// CloudFormation template (YAML or JSON), told apart by content.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Region of a template's functions and ARNs (`${opt:region}`, `AWS::Region`).
+    #[arg(long)]
+    region: Option<String>,
+    /// A template parameter, `NAME=VALUE` (repeatable); also `${param:NAME}` in serverless.yml.
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    parameters: Vec<String>,
     /// Built-in API to serve [default: chat].
     #[arg(long, value_enum)]
     app: Option<BuiltinApp>,
@@ -96,6 +107,22 @@ struct ServeArgs {
     /// PEM private key (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Stage (`${opt:stage}`); wins over the file's.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Region (`${opt:region}`, `AWS::Region`).
+    #[arg(long)]
+    region: Option<String>,
+    /// A template parameter, `NAME=VALUE` (repeatable).
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    parameters: Vec<String>,
 }
 
 #[derive(Args)]
@@ -143,6 +170,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check(args) => {
+            init_logging(LogFormat::Text, "warn");
+            check(&args)
+        }
         Command::Connect(args) => {
             init_logging(LogFormat::Text, "warn");
             runtime.block_on(cli::connect(ConnectOptions {
@@ -203,10 +234,68 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
+/// `--stage`, `--region` and `--parameter` for templates.
+fn overrides(
+    stage: &Option<String>,
+    region: &Option<String>,
+    parameters: &[String],
+) -> anyhow::Result<Overrides> {
+    let mut out = Overrides {
+        stage: stage.clone(),
+        region: region.clone(),
+        ..Overrides::default()
+    };
+    for p in parameters {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--parameter {p:?}: use NAME=VALUE"))?;
+        out.parameters.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let overrides = overrides(&args.stage, &args.region, &args.parameters)?;
+    let loaded = match template::detect(&args.config)? {
+        Format::Toml => {
+            let file = FileConfig::load(&args.config)?;
+            let base_dir = match args.config.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let mut api = file.definition(&base_dir);
+            if let Some(region) = &args.region {
+                api.region = region.clone();
+            }
+            let stage = args
+                .stage
+                .clone()
+                .or(file.stage)
+                .unwrap_or_else(|| "dev".into());
+            Loaded::from_definition(args.config.display().to_string(), api, stage)
+        }
+        _ => template::load(&args.config, &overrides)?,
+    };
+    // The same checks as at start (commands, handlers, timeouts), without starting anything.
+    loaded.api.prepare("check")?;
+    print!("{}", loaded.describe());
+    Ok(())
+}
+
 fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
+    let template = match &args.config {
+        Some(path) => match template::detect(path)? {
+            Format::Toml => None,
+            _ => Some(template::load(
+                path,
+                &overrides(&args.stage, &args.region, &args.parameters)?,
+            )?),
+        },
+        None => None,
+    };
+    let file = match (&args.config, &template) {
+        (Some(path), None) => FileConfig::load(path)?,
+        _ => FileConfig::default(),
     };
     let base_dir = match args.config.as_deref().and_then(std::path::Path::parent) {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -288,6 +377,12 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.drain_timeout_secs {
         config.drain_timeout = Duration::from_secs(v);
+    }
+    if let Some(region) = &args.region {
+        config.api.region = region.clone();
+    }
+    if let Some(loaded) = template {
+        loaded.apply_to(&mut config);
     }
     config.validate()?;
     Ok(config)

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::integration::CallError;
 
+pub mod managed;
 pub mod process;
 pub mod runtime_api;
 
@@ -59,6 +60,9 @@ pub struct FunctionSpec {
     pub region: String,
     /// The account id in the function's ARN.
     pub account_id: String,
+    /// The Lambda runtime a template named; managed runtimes (`nodejs*`, `python3.*`) run
+    /// through switchboard's runtime loop and start processes on demand.
+    pub runtime: Option<managed::Runtime>,
 }
 
 impl FunctionSpec {
@@ -267,6 +271,7 @@ mod tests {
             queue_size,
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
+            runtime: None,
         }
     }
 
