@@ -68,6 +68,10 @@ struct ServeArgs {
     /// A template parameter, `NAME=VALUE` (repeatable); also `${param:NAME}` in serverless.yml.
     #[arg(long = "parameter", value_name = "NAME=VALUE")]
     parameters: Vec<String>,
+    /// Keep a template's function processes when files under their code directory change
+    /// (by default new invocations go to fresh processes).
+    #[arg(long)]
+    no_reload: bool,
     /// Built-in API to serve [default: chat].
     #[arg(long, value_enum)]
     app: Option<BuiltinApp>,
@@ -286,10 +290,11 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let template = match &args.config {
         Some(path) => match template::detect(path)? {
             Format::Toml => None,
-            _ => Some(template::load(
-                path,
-                &overrides(&args.stage, &args.region, &args.parameters)?,
-            )?),
+            _ => {
+                let mut overrides = overrides(&args.stage, &args.region, &args.parameters)?;
+                overrides.no_reload = args.no_reload;
+                Some(template::load(path, &overrides)?)
+            }
         },
         None => None,
     };

@@ -94,7 +94,8 @@ impl Server {
     pub fn new(config: Config) -> Result<Self, Error> {
         let app = config.app;
         let prepared = config.api.prepare(&config.api_id)?;
-        let functions = prepared.functions().clone();
+        let mut functions = prepared.functions().clone();
+        functions.set_data_dir(config.data_dir.clone());
         let options = ChatOptions {
             chat: config.chat.clone(),
             data_dir: config.data_dir.clone(),
@@ -200,6 +201,7 @@ impl Server {
                 ),
                 credential: self.management_credentials.first().cloned(),
             };
+            *gw.metrics.functions.lock().expect("metrics lock") = self.functions.metrics();
             if let Err(error) = self.functions.start(management).await {
                 self.functions.stop().await;
                 return Err(error.into());

@@ -68,6 +68,7 @@ fn sam_templates_are_read_with_their_intrinsics() {
         stage: Some("test".into()),
         region: Some("eu-west-3".into()),
         parameters: [("TableName".to_owned(), "other_table".to_owned())].into(),
+        ..Overrides::default()
     };
     let loaded = load("sam-esm-chat/template.yaml", &overrides);
     assert_eq!(loaded.stage, "test");
@@ -367,4 +368,337 @@ fn check_prints_what_was_understood() {
         stderr.contains("the template has no parameter \"Nope\""),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managed runtimes: switchboard's Node.js and Python runtime loops on the real interpreters.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard::integration::CallError;
+use switchboard::integration::lambda::managed::Runtime;
+use switchboard::integration::lambda::process::ManagementEndpoint;
+use switchboard::integration::lambda::{FunctionSpec, Functions, LambdaFunction};
+
+/// Long enough for a cold start with a first npm install on a loaded machine.
+const WAIT: Duration = Duration::from_secs(120);
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/runtimes")
+}
+
+/// One data directory for every test: the SDK, esbuild and runtime loops are installed once.
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps-data")
+}
+
+fn spec(name: &str, root: PathBuf, runtime: &str, handler: &str) -> FunctionSpec {
+    FunctionSpec {
+        name: name.to_owned(),
+        command: Vec::new(),
+        env: Default::default(),
+        handler: handler.to_owned(),
+        task_root: root,
+        concurrency: 3,
+        memory_size_mb: 256,
+        timeout: Duration::from_secs(20),
+        queue_size: 16,
+        region: "eu-west-1".into(),
+        account_id: "123456789012".into(),
+        runtime: Some(Runtime::parse(runtime).unwrap()),
+        idle_timeout: Some(Duration::from_secs(60)),
+        watch_code: false,
+    }
+}
+
+/// Starts `specs`; the functions are stopped when the returned guard's `stop` is awaited.
+async fn start(specs: Vec<FunctionSpec>) -> (Functions, Vec<Arc<LambdaFunction>>) {
+    let mut functions = Functions::default();
+    functions.set_data_dir(data_dir());
+    let list: Vec<_> = specs
+        .into_iter()
+        .map(|s| Arc::new(LambdaFunction::new(s)))
+        .collect();
+    for f in &list {
+        functions.push(f.clone());
+    }
+    let management = ManagementEndpoint {
+        url: "http://127.0.0.1:9/dev".into(),
+        credential: None,
+    };
+    tokio::time::timeout(WAIT, functions.start(management))
+        .await
+        .expect("the functions start in time")
+        .unwrap_or_else(|e| panic!("{e}"));
+    (functions, list)
+}
+
+async fn call(
+    f: &LambdaFunction,
+    event: serde_json::Value,
+) -> Result<serde_json::Value, CallError> {
+    let bytes = tokio::time::timeout(WAIT, f.call(event.to_string().into_bytes()))
+        .await
+        .expect("the call ends in time")?;
+    Ok(serde_json::from_slice(&bytes).unwrap())
+}
+
+fn body(v: &serde_json::Value) -> String {
+    v["body"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_handlers_load_like_lambda() {
+    let root = fixtures();
+    let (functions, f) = start(vec![
+        spec("cjs", root.join("cjs"), "nodejs20.x", "app.handler"),
+        spec(
+            "nested-export",
+            root.join("cjs"),
+            "nodejs20.x",
+            "app.api.v1.handler",
+        ),
+        spec("mjs", root.join("esm"), "nodejs22.x", "app.handler"),
+        spec("module", root.join("module"), "nodejs18.x", "app.handler"),
+        spec(
+            "nested-path",
+            root.join("nested"),
+            "nodejs20.x",
+            "src/functions/send-message/handler.main",
+        ),
+        spec("ts", root.join("ts"), "nodejs20.x", "handler.hello"),
+        spec(
+            "retired",
+            root.join("cjs"),
+            "nodejs8.10",
+            "app.api.v1.handler",
+        ),
+    ])
+    .await;
+    let out = call(&f[0], json!({"body": "hi"})).await.unwrap();
+    let b: serde_json::Value = serde_json::from_str(&body(&out)).unwrap();
+    assert_eq!(b["style"], "callback");
+    assert_eq!(b["functionName"], "cjs");
+    assert_eq!(b["echo"], "hi");
+    assert_eq!(b["waits"], true);
+    assert_eq!(b["memory"], "256");
+    assert_eq!(
+        b["arn"],
+        "arn:aws:lambda:eu-west-1:123456789012:function:cjs"
+    );
+    assert_eq!(b["awsRequestId"].as_str().unwrap().len(), 36, "{b}");
+    let remaining = b["remaining"].as_i64().unwrap();
+    assert!(remaining > 0 && remaining <= 20_000, "{remaining}");
+    assert_eq!(
+        body(&call(&f[1], json!({})).await.unwrap()),
+        "nested export"
+    );
+    let mjs: serde_json::Value =
+        serde_json::from_str(&body(&call(&f[2], json!({})).await.unwrap())).unwrap();
+    assert_eq!(mjs["style"], "mjs");
+    assert_eq!(mjs["file"], "app.mjs");
+    assert_eq!(mjs["fn"], "mjs");
+    assert_eq!(body(&call(&f[3], json!({})).await.unwrap()), "type module");
+    assert_eq!(body(&call(&f[4], json!({})).await.unwrap()), "nested path");
+    assert_eq!(
+        body(
+            &call(&f[5], json!({"body": "{\"name\":\"ada\"}"}))
+                .await
+                .unwrap()
+        ),
+        "hello ada from typescript"
+    );
+    assert_eq!(
+        body(&call(&f[6], json!({})).await.unwrap()),
+        "nested export"
+    );
+    functions.stop().await;
+}
+
+fn error_type(result: Result<serde_json::Value, CallError>) -> (String, String) {
+    match result {
+        Err(CallError::Function {
+            error_type,
+            message,
+        }) => (error_type, message),
+        other => panic!("expected a function error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_errors_are_reported_as_on_lambda() {
+    let root = fixtures();
+    let (functions, f) = start(vec![
+        spec("not-found", root.join("cjs"), "nodejs20.x", "app.nothere"),
+        spec(
+            "not-a-function",
+            root.join("cjs"),
+            "nodejs20.x",
+            "app.notAFunction",
+        ),
+        spec("import", root.join("import"), "nodejs20.x", "app.handler"),
+        spec("syntax", root.join("syntax"), "nodejs20.x", "app.handler"),
+        spec("throws", root.join("cjs"), "nodejs20.x", "app.fails"),
+    ])
+    .await;
+    let (t, m) = error_type(call(&f[0], json!({})).await);
+    assert_eq!(t, "Runtime.HandlerNotFound");
+    assert!(
+        m.contains("app.nothere is undefined or not exported"),
+        "{m}"
+    );
+    assert_eq!(
+        error_type(call(&f[1], json!({})).await).0,
+        "Runtime.HandlerNotFound"
+    );
+    let (t, m) = error_type(call(&f[2], json!({})).await);
+    assert_eq!(t, "Runtime.ImportModuleError");
+    assert!(m.contains("a-package-nobody-installed"), "{m}");
+    assert_eq!(
+        error_type(call(&f[3], json!({})).await).0,
+        "Runtime.UserCodeSyntaxError"
+    );
+    assert_eq!(
+        error_type(call(&f[4], json!({})).await),
+        ("TypeError".to_owned(), "bad input".to_owned())
+    );
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_handlers_load_like_lambda() {
+    let root = fixtures();
+    let (functions, f) = start(vec![
+        spec("py", root.join("py"), "python3.12", "app.handler"),
+        spec("py-fails", root.join("py"), "python3.12", "app.fails"),
+        spec("py-broken", root.join("py"), "python3.11", "broken.handler"),
+        spec("py-not-found", root.join("py"), "python3.7", "app.nothere"),
+    ])
+    .await;
+    let out = call(&f[0], json!({"body": "hey"})).await.unwrap();
+    assert_eq!(out["count"], 3, "Decimal results are numbers");
+    let b: serde_json::Value = serde_json::from_str(&body(&out)).unwrap();
+    assert_eq!(b["style"], "python");
+    assert_eq!(b["function_name"], "py");
+    assert_eq!(b["echo"], "hey");
+    assert_eq!(b["memory"], "256");
+    assert_eq!(b["aws_request_id"].as_str().unwrap().len(), 36);
+    assert!(b["remaining"].as_i64().unwrap() > 0);
+    assert_eq!(
+        error_type(call(&f[1], json!({})).await),
+        ("ValueError".to_owned(), "no good".to_owned())
+    );
+    assert_eq!(
+        error_type(call(&f[2], json!({})).await).0,
+        "Runtime.UserCodeSyntaxError"
+    );
+    assert_eq!(
+        error_type(call(&f[3], json!({})).await).0,
+        "Runtime.HandlerNotFound"
+    );
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_start_on_demand_up_to_reserved_concurrency_and_idle_out() {
+    let mut slow = spec("slow", fixtures().join("cjs"), "nodejs20.x", "app.slow");
+    slow.concurrency = 3;
+    slow.idle_timeout = Some(Duration::from_millis(500));
+    let (functions, f) = start(vec![slow]).await;
+    let slow = &f[0];
+    let metrics = slow.metrics().clone();
+    assert_eq!(
+        metrics.cold_starts.load(Ordering::SeqCst),
+        0,
+        "nothing runs before a call"
+    );
+
+    // Five calls at once: at most three environments, each a cold start.
+    let calls: Vec<_> = (0..5).map(|_| call(slow, json!({"ms": 400}))).collect();
+    let pids: std::collections::BTreeSet<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| body(&r.unwrap()))
+        .collect();
+    let started = metrics.cold_starts.load(Ordering::SeqCst);
+    assert!(pids.len() >= 2 && pids.len() <= 3, "{pids:?}");
+    assert_eq!(started as usize, pids.len(), "{pids:?}");
+
+    // Idle environments stop; the next call is a cold start again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.environments.load(Ordering::SeqCst) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle environments stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    call(slow, json!({"ms": 1})).await.unwrap();
+    assert_eq!(metrics.cold_starts.load(Ordering::SeqCst), started + 1);
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_send_new_invocations_to_fresh_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.js");
+    std::fs::write(
+        &file,
+        "exports.handler = async () => ({ statusCode: 200, body: 'v1 ' + process.pid });\n",
+    )
+    .unwrap();
+    let mut s = spec("reload", dir.path().to_owned(), "nodejs20.x", "app.handler");
+    s.watch_code = true;
+    let (functions, f) = start(vec![s]).await;
+    let first = body(&call(&f[0], json!({})).await.unwrap());
+    assert!(first.starts_with("v1 "), "{first}");
+    std::fs::write(
+        &file,
+        "exports.handler = async () => ({ statusCode: 200, body: 'v2 ' + process.pid });\n",
+    )
+    .unwrap();
+    // The change is noticed within the watch interval; wait for the new code to answer.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let second = loop {
+        let b = body(&call(&f[0], json!({})).await.unwrap());
+        if b.starts_with("v2 ") {
+            break b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit is picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(first[3..], second[3..], "a fresh process");
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_the_runtime_provides_is_there() {
+    let root = fixtures().join("sdk");
+    let (functions, f) = start(vec![
+        spec("sdk-v3", root.clone(), "nodejs22.x", "app.handler"),
+        spec("boto3", root, "python3.12", "boto.handler"),
+    ])
+    .await;
+    // Installed into the data directory's cache, not into the app.
+    assert!(
+        data_dir()
+            .join("sdk/node/node_modules/@aws-sdk/client-apigatewaymanagementapi/package.json")
+            .is_file()
+    );
+    assert!(!fixtures().join("sdk/node_modules").exists());
+    // The SDK's default endpoint is switchboard's, from AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI.
+    assert_eq!(
+        body(&call(&f[0], json!({})).await.unwrap()),
+        "http://127.0.0.1:9/dev/@connections/abc"
+    );
+    assert_eq!(
+        body(&call(&f[1], json!({})).await.unwrap()),
+        "http://127.0.0.1:9/dev"
+    );
+    functions.stop().await;
 }

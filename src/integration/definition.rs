@@ -113,6 +113,14 @@ pub struct LambdaSpec {
     /// loop (`command` is then empty) and start processes on demand, up to `concurrency`.
     #[serde(skip)]
     pub runtime: Option<String>,
+    /// Set by templates: processes start on demand, up to `concurrency`, and one idle this
+    /// long stops. Unset: all `concurrency` processes run from the start.
+    #[serde(skip)]
+    pub idle_timeout: Option<Duration>,
+    /// Set by templates: a change under `working_dir` sends new invocations to fresh
+    /// processes.
+    #[serde(skip)]
+    pub watch_code: bool,
 }
 
 /// `type = "builtin"`.
@@ -405,6 +413,8 @@ impl Builder<'_> {
             region: self.definition.region.clone(),
             account_id: self.definition.account_id.clone(),
             runtime,
+            idle_timeout: spec.idle_timeout,
+            watch_code: spec.watch_code,
         };
         if let Some(existing) = self.functions.get(&function.name) {
             if *existing.spec() != function {

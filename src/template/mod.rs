@@ -30,6 +30,9 @@ pub mod yaml;
 /// The reserved concurrency a function gets when its file sets none.
 pub const DEFAULT_RESERVED_CONCURRENCY: usize = 10;
 
+/// How long a function's execution environment may stay idle before it stops.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Why a template could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -83,6 +86,8 @@ pub struct Overrides {
     pub region: Option<String>,
     /// `--parameter K=V`: template parameters (SAM) or `${param:K}` (Serverless).
     pub parameters: BTreeMap<String, String>,
+    /// `--no-reload`: functions keep their processes when their code changes.
+    pub no_reload: bool,
 }
 
 /// A template, read.
@@ -205,10 +210,27 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, TemplateError>
         }
     };
     crate::config::validate_stage(&loaded.stage).map_err(|e| invalid(e.to_string()))?;
+    let mut loaded = loaded;
+    loaded.for_each_function(|f| f.watch_code = !overrides.no_reload);
     Ok(loaded)
 }
 
 impl Loaded {
+    /// Calls `f` on every function of the API (routes and authorizer).
+    pub fn for_each_function(&mut self, mut f: impl FnMut(&mut LambdaSpec)) {
+        for route in self.api.routes.values_mut() {
+            if let IntegrationSpec::Lambda(l) = &mut route.integration {
+                f(l);
+            }
+        }
+        if let Some(authorizer) = &mut self.api.authorizer {
+            if let crate::integration::definition::AuthorizerKind::Lambda(l) = &mut authorizer.kind
+            {
+                f(l);
+            }
+        }
+    }
+
     /// Puts the template into `config`: its API, stage and tables; logs what is ignored.
     pub fn apply_to(self, config: &mut crate::Config) {
         self.log();
@@ -425,6 +447,8 @@ impl FunctionParts {
             timeout_ms,
             queue_size: 64,
             runtime: Some(self.runtime),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            watch_code: true,
         })
     }
 }

@@ -163,6 +163,434 @@ pub fn split_node_handler(handler: &str) -> Option<(&str, &str)> {
     (!base[..dot].is_empty() && !export.is_empty()).then_some((module, export))
 }
 
+/// The Node.js runtime loop, written to `{data_dir}/runtimes/node.js`.
+pub const NODE_LOOP: &str = include_str!("runtimes/node.js");
+/// The Python runtime loop, written to `{data_dir}/runtimes/python.py`.
+pub const PYTHON_LOOP: &str = include_str!("runtimes/python.py");
+
+/// How a managed runtime's process starts: prepared once per function by [`prepare`].
+#[derive(Debug)]
+pub struct Launch {
+    /// The program and its arguments (`node …/runtimes/node.js`).
+    pub command: Vec<String>,
+    /// Variables added to Lambda's (`NODE_PATH`, `PYTHONPATH`, ...); the function's own win.
+    pub env: Vec<(String, String)>,
+    /// A TypeScript handler, compiled before a process starts when the code changed.
+    pub compile: Option<Compile>,
+}
+
+/// A TypeScript handler and where its compiled module goes.
+#[derive(Debug)]
+pub struct Compile {
+    esbuild: PathBuf,
+    source: PathBuf,
+    out: PathBuf,
+    target: String,
+    /// The code generation last compiled, plus one (0: never).
+    built: tokio::sync::Mutex<u64>,
+}
+
+/// Serialises npm and pip runs into the shared caches.
+static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Directories a code directory scan skips.
+fn skipped(name: &str) -> bool {
+    name == "node_modules" || name == "__pycache__" || name.starts_with('.')
+}
+
+/// Source files under `dir` with one of `extensions` (at most 5,000, dependencies skipped).
+fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && !skipped(&name) => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                    if extensions.contains(&ext) {
+                        out.push(path);
+                        if out.len() >= 5_000 {
+                            return out;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The AWS SDK packages the code imports: `@aws-sdk/…` (v3) and `aws-sdk` (v2).
+fn sdk_imports(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for file in sources(dir, &["js", "mjs", "cjs", "ts", "mts", "cts"]) {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("@aws-sdk/") {
+            let name: String = rest[i + "@aws-sdk/".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if !name.is_empty() {
+                found.insert(format!("@aws-sdk/{name}"));
+            }
+            rest = &rest[i + 1..];
+        }
+        if text.contains("\"aws-sdk\"") || text.contains("'aws-sdk'") {
+            found.insert("aws-sdk".into());
+        }
+    }
+    found
+}
+
+/// Whether `package` resolves from `dir` (a `node_modules` here or in a parent).
+fn resolvable(dir: &Path, package: &str) -> bool {
+    dir.ancestors().any(|d| {
+        d.join("node_modules")
+            .join(package)
+            .join("package.json")
+            .is_file()
+    })
+}
+
+async fn run(program: &str, args: &[&str], cwd: &Path, what: &str) -> Result<String, String> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{what} needs {program}, which is not on PATH"),
+            _ => format!("{what}: cannot run {program}: {e}"),
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{what}: {program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Installs npm packages into `prefix` unless they are there already.
+async fn npm_install(prefix: &Path, packages: &[String], why: &str) -> Result<(), String> {
+    let _guard = INSTALL.lock().await;
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| {
+            let name = p
+                .rsplit_once('@')
+                .filter(|(n, _)| !n.is_empty())
+                .map_or(p.as_str(), |(n, _)| n);
+            !prefix
+                .join("node_modules")
+                .join(name)
+                .join("package.json")
+                .is_file()
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;
+    let manifest = prefix.join("package.json");
+    if !manifest.is_file() {
+        std::fs::write(&manifest, "{\"private\": true}\n")
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    }
+    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+    tracing::info!(packages = %names.join(" "), into = %prefix.display(), "{why}: installing with npm (once)");
+    let mut args = vec!["install", "--no-audit", "--no-fund", "--loglevel=error"];
+    args.extend(names.iter().copied());
+    run("npm", &args, prefix, why).await.map(|_| ())
+}
+
+/// Writes a runtime loop unless it is there with the same content; returns its path.
+fn write_loop(data_dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    let dir = data_dir.join("runtimes");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Prepares a managed runtime's launch: writes the runtime loop, checks the interpreter,
+/// provides the AWS SDK the Lambda runtime would (installed once into `{data_dir}/sdk/`
+/// when the function's own dependencies lack it) and sets up TypeScript compilation.
+pub async fn prepare(
+    spec: &super::FunctionSpec,
+    runtime: Runtime,
+    data_dir: &Path,
+) -> Result<Launch, String> {
+    let data_dir = absolute(data_dir);
+    let root = &spec.task_root;
+    let handler_file = runtime.handler_file(root, &spec.handler)?;
+    match runtime {
+        Runtime::Node { major } => {
+            let path = write_loop(&data_dir, "node.js", NODE_LOOP)?;
+            let version = run("node", &["--version"], root, "a Node.js function").await?;
+            let installed: u32 = version
+                .trim()
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major != 0 && installed != major {
+                tracing::warn!(
+                    function = %spec.name,
+                    "runtime nodejs{major} runs on the installed node {}", version.trim()
+                );
+            }
+            // Lambda provides SDK v3 from nodejs18.x on, v2 before.
+            let sdk = data_dir.join("sdk").join("node");
+            let wanted: Vec<String> = sdk_imports(root)
+                .into_iter()
+                .filter(|p| !resolvable(root, p))
+                .filter_map(|p| match (p.as_str(), major) {
+                    ("aws-sdk", 1..=17) => Some("aws-sdk@2".to_owned()),
+                    ("aws-sdk", _) => None,
+                    (_, 1..=17) => None,
+                    _ => Some(format!("{p}@3")),
+                })
+                .collect();
+            if !wanted.is_empty() {
+                npm_install(
+                    &sdk,
+                    &wanted,
+                    &format!(
+                        "function {} imports the AWS SDK its runtime provides on Lambda",
+                        spec.name
+                    ),
+                )
+                .await?;
+            }
+            let modules = sdk.join("node_modules");
+            let mut env = vec![
+                (
+                    "NODE_PATH".to_owned(),
+                    format!(
+                        "{}:{}",
+                        root.join("node_modules").display(),
+                        modules.display()
+                    ),
+                ),
+                (
+                    "SWITCHBOARD_SDK_NODE_MODULES".to_owned(),
+                    modules.display().to_string(),
+                ),
+            ];
+            let ext = handler_file
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("");
+            let compile = if matches!(ext, "ts" | "mts" | "cts") {
+                let tools = data_dir.join("tools");
+                npm_install(
+                    &tools,
+                    &["esbuild@0".to_owned()],
+                    &format!("function {} has a TypeScript handler", spec.name),
+                )
+                .await?;
+                let out = data_dir.join("build").join(&spec.name).join(
+                    handler_file
+                        .with_extension("js")
+                        .file_name()
+                        .unwrap_or_default(),
+                );
+                env.push((
+                    "SWITCHBOARD_HANDLER_MODULE".to_owned(),
+                    out.display().to_string(),
+                ));
+                Some(Compile {
+                    esbuild: tools.join("node_modules").join(".bin").join("esbuild"),
+                    source: handler_file,
+                    out,
+                    target: format!("node{}", if installed > 0 { installed } else { 18 }),
+                    built: tokio::sync::Mutex::new(0),
+                })
+            } else {
+                None
+            };
+            Ok(Launch {
+                command: vec!["node".into(), path.display().to_string()],
+                env,
+                compile,
+            })
+        }
+        Runtime::Python { minor } => {
+            let path = write_loop(&data_dir, "python.py", PYTHON_LOOP)?;
+            let exact = format!("python3.{minor}");
+            let interpreter = if run(&exact, &["--version"], root, "").await.is_ok() {
+                exact
+            } else {
+                "python3".to_owned()
+            };
+            run(&interpreter, &["--version"], root, "a Python function").await?;
+            let sdk = data_dir.join("sdk").join("python");
+            let python_path = format!("{}:{}", root.display(), sdk.display());
+            let uses_boto3 = sources(root, &["py"])
+                .iter()
+                .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("boto3")));
+            if uses_boto3 {
+                let has_boto3 = tokio::process::Command::new(&interpreter)
+                    .args(["-c", "import boto3"])
+                    .env("PYTHONPATH", &python_path)
+                    .current_dir(root)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                if !has_boto3 {
+                    let _guard = INSTALL.lock().await;
+                    tracing::info!(
+                        function = %spec.name, into = %sdk.display(),
+                        "the function imports boto3, which its runtime provides on Lambda: installing with pip (once)"
+                    );
+                    let target = sdk.display().to_string();
+                    run(
+                        &interpreter,
+                        &[
+                            "-m", "pip", "install", "--quiet", "--target", &target, "boto3",
+                        ],
+                        root,
+                        "installing boto3",
+                    )
+                    .await
+                    .map_err(|e| format!("{e} (is pip installed for {interpreter}?)"))?;
+                }
+            }
+            Ok(Launch {
+                command: vec![interpreter, "-u".into(), path.display().to_string()],
+                env: vec![("PYTHONPATH".to_owned(), python_path)],
+                compile: None,
+            })
+        }
+        Runtime::Provided | Runtime::Go => Err("not a managed runtime".into()),
+    }
+}
+
+impl Launch {
+    /// Compiles a TypeScript handler if the code changed since the last build (generation
+    /// `generation`); the error is the compiler's.
+    pub async fn compile(&self, generation: u64) -> Result<(), String> {
+        let Some(compile) = &self.compile else {
+            return Ok(());
+        };
+        let mut built = compile.built.lock().await;
+        if *built == generation + 1 && compile.out.is_file() {
+            return Ok(());
+        }
+        let out = format!("--outfile={}", compile.out.display());
+        let target = format!("--target={}", compile.target);
+        let source = compile.source.display().to_string();
+        let args = [
+            source.as_str(),
+            "--bundle",
+            "--platform=node",
+            "--format=cjs",
+            "--packages=external",
+            "--sourcemap=inline",
+            "--log-level=error",
+            target.as_str(),
+            out.as_str(),
+        ];
+        let dir = compile.source.parent().unwrap_or(Path::new("."));
+        let program = compile.esbuild.display().to_string();
+        run(&program, &args, dir, "compiling the TypeScript handler").await?;
+        *built = generation + 1;
+        Ok(())
+    }
+}
+
+/// A cheap fingerprint of a code directory: files, total size, newest change.
+fn fingerprint(dir: &Path) -> (usize, u64, u128) {
+    let mut count = 0;
+    let mut size = 0;
+    let mut newest = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if !skipped(&name.to_string_lossy()) {
+                    stack.push(entry.path());
+                }
+                continue;
+            }
+            count += 1;
+            size += meta.len();
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            newest = newest.max(modified);
+            if count >= 20_000 {
+                return (count, size, newest);
+            }
+        }
+    }
+    (count, size, newest)
+}
+
+/// How often a code directory is looked at for changes.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Watches a function's code directory until `stop`: a change bumps the function's code
+/// generation, so idle processes stop and new invocations go to fresh ones.
+pub(super) async fn watch_code(
+    function: std::sync::Arc<super::LambdaFunction>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let dir = function.spec.task_root.clone();
+    let scan = |dir: PathBuf| tokio::task::spawn_blocking(move || fingerprint(&dir));
+    let Ok(mut last) = scan(dir.clone()).await else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+        let Ok(now) = scan(dir.clone()).await else {
+            return;
+        };
+        if now != last {
+            last = now;
+            function
+                .code_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            function.code_changed.notify_waiters();
+            tracing::info!(function = %function.spec.name, "code changed; new invocations go to fresh processes");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
