@@ -426,7 +426,7 @@ async fn start(specs: Vec<FunctionSpec>) -> (Functions, Vec<Arc<LambdaFunction>>
     }
     let management = ManagementEndpoint {
         url: "http://127.0.0.1:9/dev".into(),
-        credential: None,
+        ..ManagementEndpoint::default()
     };
     tokio::time::timeout(WAIT, functions.start(management))
         .await
@@ -701,4 +701,116 @@ async fn the_sdk_the_runtime_provides_is_there() {
         "http://127.0.0.1:9/dev"
     );
     functions.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A template served for real: handlers reach the management API without a change.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A server started from a template on a port-0 listener; stopped when dropped.
+struct AppServer {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AppServer {
+    async fn start(template_path: &Path, overrides: &Overrides, data_dir: PathBuf) -> AppServer {
+        let loaded = template::load(template_path, overrides).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = switchboard::Config {
+            data_dir,
+            ..switchboard::Config::default()
+        };
+        loaded.apply_to(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            switchboard::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        });
+        AppServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, stage: &str) -> String {
+        format!("ws://{}/{stage}", self.addr)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Socket {
+    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connects in time")
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    socket
+}
+
+async fn next_text(socket: &mut Socket) -> String {
+    loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the connection stays open")
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return text.to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handlers_reach_the_management_api_however_they_build_its_endpoint() {
+    let data = tempfile::tempdir().unwrap();
+    // The SDK caches are shared with the other tests; the local CA is this server's.
+    let shared = data_dir();
+    std::fs::create_dir_all(data.path()).unwrap();
+    for dir in ["sdk", "tools"] {
+        std::fs::create_dir_all(shared.join(dir)).unwrap();
+        std::os::unix::fs::symlink(shared.join(dir), data.path().join(dir)).unwrap();
+    }
+    let server = AppServer::start(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/endpoints/template.yaml"),
+        &Overrides::default(),
+        data.path().to_owned(),
+    )
+    .await;
+    let mut socket = connect(&server.url("dev")).await;
+    for (action, how) in [
+        ("node-apiid", "node apiId"),
+        ("node-domain", "node domainName"),
+        ("node-env", "node environment"),
+        ("py-apiid", "python apiId"),
+        ("py-domain", "python domainName"),
+        ("py-env", "python environment"),
+    ] {
+        socket
+            .send(Message::text(format!(r#"{{"action":"{action}"}}"#)))
+            .await
+            .unwrap();
+        let reply = next_text(&mut socket).await;
+        assert!(
+            reply.starts_with(&format!("{how} ok, connected at 20")),
+            "{action}: {reply}"
+        );
+    }
+    assert!(data.path().join("tls/ca.pem").is_file(), "the local CA");
+    socket.close(None).await.unwrap();
+    server.stop().await;
 }

@@ -101,6 +101,9 @@ pub struct Loaded {
     pub api: ApiDefinition,
     /// The stage: `--stage`, else the file's.
     pub stage: String,
+    /// The API id in events (`requestContext.apiId`): ten lower-case letters and digits, the
+    /// same at every start, as `{apiId}.execute-api.{region}.amazonaws.com` needs.
+    pub api_id: String,
     /// Tables declared in the file: logical id and CloudFormation `Properties` with every
     /// intrinsic resolved and `TableName` always set (generated when the file sets none).
     pub tables: Vec<(String, Value)>,
@@ -235,6 +238,7 @@ impl Loaded {
     pub fn apply_to(self, config: &mut crate::Config) {
         self.log();
         config.stage = self.stage;
+        config.api_id = self.api_id;
         config.api = self.api;
         config.tables = self.tables;
     }
@@ -246,6 +250,7 @@ impl Loaded {
             name,
             api,
             stage,
+            api_id: String::new(),
             tables: Vec::new(),
             ignored: Vec::new(),
             warnings: Vec::new(),
@@ -275,6 +280,9 @@ impl Loaded {
         };
         let _ = writeln!(out, "{kind} {:?}", self.name);
         let _ = writeln!(out, "stage: {}", self.stage);
+        if !self.api_id.is_empty() {
+            let _ = writeln!(out, "api id: {}", self.api_id);
+        }
         let _ = writeln!(out, "region: {}", self.api.region);
         let _ = writeln!(
             out,

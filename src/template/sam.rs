@@ -573,6 +573,7 @@ pub(crate) fn read(
             base_dir: base_dir.to_owned(),
         },
         stage,
+        api_id: api_ref,
         tables,
         ignored,
         warnings,

@@ -633,6 +633,7 @@ pub(crate) fn read(raw: Value, base_dir: &Path, overrides: &Overrides) -> Result
             base_dir: base_dir.to_owned(),
         },
         stage,
+        api_id: super::intrinsics::stable_suffix(&stack, "websockets", 10).to_ascii_lowercase(),
         tables,
         ignored,
         warnings,

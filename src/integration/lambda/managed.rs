@@ -167,6 +167,10 @@ pub fn split_node_handler(handler: &str) -> Option<(&str, &str)> {
 pub const NODE_LOOP: &str = include_str!("runtimes/node.js");
 /// The Python runtime loop, written to `{data_dir}/runtimes/python.py`.
 pub const PYTHON_LOOP: &str = include_str!("runtimes/python.py");
+/// The Node.js preload that sends AWS hostnames to switchboard (`NODE_OPTIONS=--require`).
+pub const NODE_REDIRECT: &str = include_str!("runtimes/redirect.js");
+/// The same for Python, as a `sitecustomize` module on the process's `PYTHONPATH`.
+pub const PYTHON_REDIRECT: &str = include_str!("runtimes/python-site/sitecustomize.py");
 
 /// How a managed runtime's process starts: prepared once per function by [`prepare`].
 #[derive(Debug)]
@@ -320,9 +324,9 @@ async fn npm_install(prefix: &Path, packages: &[String], why: &str) -> Result<()
 
 /// Writes a runtime loop unless it is there with the same content; returns its path.
 fn write_loop(data_dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
-    let dir = data_dir.join("runtimes");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(name);
+    let path = data_dir.join("runtimes").join(name);
+    let dir = path.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -385,7 +389,12 @@ pub async fn prepare(
                 .await?;
             }
             let modules = sdk.join("node_modules");
+            let preload = write_loop(&data_dir, "redirect.js", NODE_REDIRECT)?;
             let mut env = vec![
+                (
+                    "NODE_OPTIONS".to_owned(),
+                    format!("--require {}", preload.display()),
+                ),
                 (
                     "NODE_PATH".to_owned(),
                     format!(
@@ -447,7 +456,9 @@ pub async fn prepare(
             };
             run(&interpreter, &["--version"], root, "a Python function").await?;
             let sdk = data_dir.join("sdk").join("python");
-            let python_path = format!("{}:{}", root.display(), sdk.display());
+            let site = write_loop(&data_dir, "python-site/sitecustomize.py", PYTHON_REDIRECT)?;
+            let site = site.parent().unwrap_or(&data_dir).to_owned();
+            let python_path = format!("{}:{}:{}", root.display(), site.display(), sdk.display());
             let uses_boto3 = sources(root, &["py"])
                 .iter()
                 .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("boto3")));

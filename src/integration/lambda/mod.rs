@@ -238,6 +238,13 @@ impl Functions {
         self.list.iter().map(|f| f.metrics.clone()).collect()
     }
 
+    /// Whether a function runs on a managed runtime (Node.js, Python).
+    pub fn has_managed(&self) -> bool {
+        self.list
+            .iter()
+            .any(|f| f.spec.runtime.is_some_and(managed::Runtime::is_managed))
+    }
+
     /// How many functions there are.
     pub fn len(&self) -> usize {
         self.list.len()

@@ -38,6 +38,10 @@ pub const SECRET_ACCESS_KEY: &str = "switchboard-local-secret-access-key";
 /// (`http://127.0.0.1:8080/dev`).
 pub const MANAGEMENT_URL_VAR: &str = "SWITCHBOARD_MANAGEMENT_URL";
 
+/// The variable holding where AWS hostnames go inside managed runtimes
+/// (`http://127.0.0.1:8080`); read by the Node.js preload and the Python `sitecustomize`.
+pub const REDIRECT_VAR: &str = "SWITCHBOARD_REDIRECT";
+
 /// Longest output line forwarded as one log record; longer lines are split.
 const MAX_LOG_LINE: usize = 16 * 1024;
 
@@ -52,6 +56,22 @@ pub struct ManagementEndpoint {
     pub url: String,
     /// The key pair functions sign with, when the management API requires signatures.
     pub credential: Option<crate::sigv4::Credential>,
+    /// A CA bundle (the system's plus switchboard's local CA) functions are told to trust.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// `http://127.0.0.1:PORT`: where AWS hostnames of the services switchboard serves are
+    /// sent inside managed runtimes' processes (`*.execute-api.*.amazonaws.com`,
+    /// `dynamodb.*.amazonaws.com`).
+    pub redirect: Option<String>,
+}
+
+/// The listener's root (`http://127.0.0.1:8080`) from the management URL
+/// (`http://127.0.0.1:8080/dev`).
+fn listener_root(management_url: &str) -> &str {
+    let after_scheme = management_url.find("://").map_or(0, |i| i + 3);
+    match management_url[after_scheme..].find('/') {
+        Some(i) => &management_url[..after_scheme + i],
+        None => management_url,
+    }
 }
 
 /// The environment variables a function's process gets, as on Lambda.
@@ -103,10 +123,29 @@ pub fn environment(
             management_url.into(),
         ),
         (MANAGEMENT_URL_VAR, management_url.into()),
+        // Tables are served on the same listener.
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            listener_root(management_url).to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(bundle) = &management.ca_bundle {
+        let bundle = bundle.display().to_string();
+        for var in [
+            "NODE_EXTRA_CA_CERTS",
+            "AWS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+        ] {
+            vars.push((var.to_owned(), bundle.clone()));
+        }
+    }
+    if let Some(redirect) = &management.redirect {
+        vars.push((REDIRECT_VAR.to_owned(), redirect.clone()));
+    }
     for (k, v) in &spec.env {
         vars.retain(|(existing, _)| existing != k);
         vars.push((k.clone(), v.clone()));
@@ -347,7 +386,7 @@ impl Supervisor {
                 Ok(status) => Exit::Exited(status),
                 Err(error) => Exit::SpawnFailed(format!("cannot wait for the process: {error}")),
             },
-            _ = idle_for(&mut idle, idle_timeout), if spec.idle_timeout.is_some() => Exit::Idle,
+            _ = self.idle_for(&mut idle, idle_timeout), if spec.idle_timeout.is_some() => Exit::Idle,
             _ = self.stale_and_idle(generation, &mut busy), if spec.watch_code => Exit::Reload,
             _ = self.stop.cancelled() => {
                 terminate(&mut child).await;
@@ -375,12 +414,39 @@ impl Supervisor {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let changed = function.code_generation.load(Ordering::SeqCst) != generation;
-            if changed && busy.borrow_and_update().is_none() {
+            if changed && busy.borrow_and_update().is_none() && self.env.retire_if_idle() {
                 return;
             }
             tokio::select! {
                 _ = &mut notified => {}
                 changed = busy.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    }
+
+    /// Completes when the process, past its init, has held no invocation for `timeout`; it
+    /// is then retired (a job handed to it meanwhile goes back into the queue).
+    async fn idle_for(
+        &self,
+        current: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+        timeout: Duration,
+    ) {
+        loop {
+            let busy = current.borrow_and_update().is_some();
+            if busy {
+                if current.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    if self.env.polled.load(Ordering::SeqCst) && self.env.retire_if_idle() {
+                        return;
+                    }
+                }
+                _ = self.env.waiting_again.notified() => {}
+                changed = current.changed() => if changed.is_err() { std::future::pending::<()>().await },
             }
         }
     }
@@ -441,26 +507,6 @@ async fn deadline_passed(
                     std::future::pending::<()>().await;
                 }
             }
-        }
-    }
-}
-
-/// Completes when the process has held no invocation for `timeout`.
-async fn idle_for(
-    current: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
-    timeout: Duration,
-) {
-    loop {
-        let busy = current.borrow_and_update().is_some();
-        if busy {
-            if current.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(timeout) => return,
-            changed = current.changed() => if changed.is_err() { std::future::pending::<()>().await },
         }
     }
 }
@@ -550,6 +596,15 @@ fn emit(function: &str, stream: &str, line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listener_root_is_the_management_url_without_its_stage() {
+        assert_eq!(
+            listener_root("http://127.0.0.1:8080/dev"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(listener_root("http://[::1]:9"), "http://[::1]:9");
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_cap() {

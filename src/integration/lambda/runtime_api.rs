@@ -66,6 +66,8 @@ pub struct Environment {
     pub(super) starting: AtomicBool,
     /// The function's code generation the current process started with.
     pub(super) code_generation: AtomicU64,
+    /// Woken each time the process asks for an invocation (its idle time starts over).
+    pub(super) waiting_again: Notify,
 }
 
 impl std::fmt::Debug for Environment {
@@ -95,6 +97,7 @@ impl Environment {
             init_failed: Notify::new(),
             starting: AtomicBool::new(false),
             code_generation: AtomicU64::new(0),
+            waiting_again: Notify::new(),
         }
     }
 
@@ -141,6 +144,19 @@ impl Environment {
         if self.starting.swap(false, Ordering::SeqCst) {
             self.function.starting.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Ends the current process's right to work if it holds no invocation: a `next` waiting
+    /// for one returns, and a job it receives meanwhile goes back into the queue. Returns
+    /// whether it was idle.
+    pub(super) fn retire_if_idle(&self) -> bool {
+        let mut slot = self.slot();
+        if slot.current.is_some() {
+            return false;
+        }
+        slot.generation += 1;
+        slot.token.cancel();
+        true
     }
 
     /// Whether the code changed since the current process started.
@@ -258,7 +274,10 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
     if !env.polled.swap(true, Ordering::SeqCst) {
         env.function.live.fetch_add(1, Ordering::SeqCst);
     }
+    let waiting = Waiting::new(&env.function.waiting);
     env.started();
+    // Waiting starts the idle clock over.
+    env.waiting_again.notify_waiters();
     let stopped = || {
         lambda_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,7 +290,6 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
     if env.stale() {
         return stopped();
     }
-    let waiting = Waiting::new(&env.function.waiting);
     let job = loop {
         let received = {
             let mut jobs = tokio::select! {
