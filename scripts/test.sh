@@ -53,6 +53,17 @@ if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
+# The sample apps' own dependencies (examples/apps/), from their lock files; the SDKs the
+# Lambda runtimes provide are installed by switchboard itself into its data directory.
+for lock in examples/apps/*/package-lock.json examples/apps/*/*/package-lock.json; do
+  [[ -f "$lock" ]] || continue
+  app=$(dirname "$lock")
+  if [[ ! -d "$app/node_modules" ]]; then
+    log "installing $app's dependencies"
+    (cd "$app" && npm ci --silent --no-audit --no-fund)
+  fi
+done
+
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

@@ -775,16 +775,21 @@ async fn next_text(socket: &mut Socket) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn handlers_reach_the_management_api_however_they_build_its_endpoint() {
+/// A data directory of a server's own (its local CA, its tables) that shares the SDK and
+/// esbuild caches with the other tests.
+fn server_data_dir() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
-    // The SDK caches are shared with the other tests; the local CA is this server's.
     let shared = data_dir();
-    std::fs::create_dir_all(data.path()).unwrap();
     for dir in ["sdk", "tools"] {
         std::fs::create_dir_all(shared.join(dir)).unwrap();
         std::os::unix::fs::symlink(shared.join(dir), data.path().join(dir)).unwrap();
     }
+    data
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handlers_reach_the_management_api_however_they_build_its_endpoint() {
+    let data = server_data_dir();
     let server = AppServer::start(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/endpoints/template.yaml"),
         &Overrides::default(),
@@ -812,5 +817,406 @@ async fn handlers_reach_the_management_api_however_they_build_its_endpoint() {
     }
     assert!(data.path().join("tls/ca.pem").is_file(), "the local CA");
     socket.close(None).await.unwrap();
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sample apps under examples/apps/, run as they are: real node and python, the SDKs from
+// the registries (`npm ci` from the committed lock files; boto3 from pip), real clients (a
+// WebSocket client, wscat, boto3, the AWS CLI). Every one keeps its connections in a table.
+
+/// `npm ci` in an app directory, unless its dependencies are installed.
+fn npm_ci(dir: &Path) {
+    if dir.join("node_modules").is_dir() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .expect("npm runs (scripts/test.sh installs it)");
+    assert!(status.success(), "npm ci in {}", dir.display());
+}
+
+/// Runs the AWS CLI against switchboard; returns its standard output.
+fn aws(args: &[&str]) -> String {
+    let out = std::process::Command::new("aws")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIASWITCHBOARDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("the AWS CLI runs (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The items of a table, read back with `aws dynamodb scan` on the gateway's listener.
+fn scan_with_cli(server: &AppServer, table: &str) -> Vec<serde_json::Value> {
+    let endpoint = format!("http://{}", server.addr);
+    let out = aws(&[
+        "dynamodb",
+        "scan",
+        "--endpoint-url",
+        &endpoint,
+        "--table-name",
+        table,
+        "--output",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["Items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The items of a table, read back with boto3.
+fn scan_with_boto3(server: &AppServer, table: &str) -> Vec<serde_json::Value> {
+    let script = "import boto3, json, sys\n\
+                  t = boto3.resource('dynamodb', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                      aws_access_key_id='x', aws_secret_access_key='y').Table(sys.argv[2])\n\
+                  print(json.dumps(t.scan()['Items'], default=str))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &format!("http://{}", server.addr), table])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until `f` holds, polling (the event is a table write another process makes).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection whose `$connect` succeeded, or the status it was refused with.
+async fn try_connect(url: &str) -> Result<Socket, u16> {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the handshake ends in time")
+    {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+async fn send(socket: &mut Socket, frame: serde_json::Value) {
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// No frame arrives on `socket` while a frame sent after it reaches `witness`.
+async fn nothing_before(socket: &mut Socket, witness: &mut Socket, marker: &str) {
+    assert_eq!(next_text(witness).await, marker);
+    let early = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
+    assert!(early.is_err(), "unexpected frame: {early:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the DynamoDB endpoint"]
+async fn sam_esm_sdk3_app_with_the_api_id_endpoint() {
+    let template = apps().join("sam-esm-chat/template.yaml");
+    let data = server_data_dir();
+    let server = AppServer::start(&template, &Overrides::default(), data.path().to_owned()).await;
+    let url = server.url("Prod");
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
+    let mut c = connect(&url).await;
+    // The connections are in the table, read back with boto3 and with the AWS CLI.
+    assert_eq!(scan_with_boto3(&server, "esm_chat_connections").len(), 3);
+    assert_eq!(scan_with_cli(&server, "esm_chat_connections").len(), 3);
+    send(
+        &mut a,
+        json!({"action": "sendmessage", "data": "hello world"}),
+    )
+    .await;
+    for socket in [&mut a, &mut b, &mut c] {
+        assert_eq!(
+            next_text(socket).await,
+            "hello world",
+            "the sender included"
+        );
+    }
+    c.close(None).await.unwrap();
+    eventually("$disconnect removes the connection", || {
+        scan_with_cli(&server, "esm_chat_connections").len() == 2
+    })
+    .await;
+    send(
+        &mut b,
+        json!({"action": "sendmessage", "data": "still here"}),
+    )
+    .await;
+    assert_eq!(next_text(&mut a).await, "still here");
+    assert_eq!(next_text(&mut b).await, "still here");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the DynamoDB endpoint"]
+async fn sam_sdk2_commonjs_app_with_the_domain_name_endpoint_and_an_authorizer() {
+    let template = apps().join("sam-v2-chat/template.yaml");
+    npm_ci(&apps().join("sam-v2-chat/src"));
+    let loaded = load("sam-v2-chat/template.yaml", &Overrides::default());
+    let table = loaded.tables[0].1["TableName"].as_str().unwrap().to_owned();
+    let data = server_data_dir();
+    let server = AppServer::start(&template, &Overrides::default(), data.path().to_owned()).await;
+    let url = server.url("production");
+    // The REQUEST authorizer: no token, 401 without a call; a wrong one, 401 from the function.
+    assert_eq!(try_connect(&url).await.err(), Some(401));
+    assert_eq!(
+        try_connect(&format!("{url}?token=nope")).await.err(),
+        Some(401)
+    );
+    let mut ann = try_connect(&format!("{url}?token=let-me-in&nick=ann"))
+        .await
+        .unwrap();
+    let mut bob = try_connect(&format!("{url}?token=let-me-in&nick=bob"))
+        .await
+        .unwrap();
+    let items = scan_with_boto3(&server, &table);
+    let mut nicks: Vec<_> = items
+        .iter()
+        .map(|i| i["nick"].as_str().unwrap().to_owned())
+        .collect();
+    nicks.sort();
+    assert_eq!(
+        nicks,
+        ["ann", "bob"],
+        "the authorizer's context reached $connect"
+    );
+    send(
+        &mut ann,
+        json!({"action": "sendmessage", "message": "hi bob"}),
+    )
+    .await;
+    assert_eq!(next_text(&mut bob).await, "ann: hi bob");
+    send(
+        &mut bob,
+        json!({"action": "sendmessage", "message": "hi ann"}),
+    )
+    .await;
+    nothing_before(&mut bob, &mut ann, "bob: hi ann").await;
+    bob.close(None).await.unwrap();
+    eventually("the callback-style $disconnect removes bob", || {
+        scan_with_cli(&server, &table).len() == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+/// `wscat -c URL` with its standard input and output.
+struct Wscat {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Wscat {
+    async fn connect(url: &str) -> Wscat {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("wscat")
+            .args(["-c", url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wscat runs (scripts/test.sh installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut w = Wscat {
+            child,
+            stdin,
+            lines,
+        };
+        let first = w.line().await;
+        assert!(first.starts_with("Connected"), "{first}");
+        w
+    }
+
+    async fn line(&mut self) -> String {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("wscat prints in time")
+            .unwrap()
+            .expect("wscat is still running");
+        // wscat's prompt and colours.
+        line.trim_start_matches("> ")
+            .replace('\u{1b}', "")
+            .trim()
+            .to_owned()
+    }
+
+    /// The next message wscat shows (`< text`).
+    async fn received(&mut self) -> String {
+        loop {
+            let line = self.line().await;
+            if let Some(text) = line.strip_prefix("< ") {
+                return text.to_owned();
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    async fn close(mut self) {
+        drop(self.stdin);
+        let _ = self.child.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the DynamoDB endpoint"]
+async fn serverless_2018_plugin_app_with_a_typescript_handler() {
+    let dir = apps().join("sls-2018-ts");
+    npm_ci(&dir);
+    let data = server_data_dir();
+    let server = AppServer::start(
+        &dir.join("serverless.yml"),
+        &Overrides::default(),
+        data.path().to_owned(),
+    )
+    .await;
+    let url = server.url("dev");
+    let mut a = Wscat::connect(&url).await;
+    let mut b = Wscat::connect(&url).await;
+    a.send(r#"{"action": "sendMessage", "data": "hello world"}"#)
+        .await;
+    assert_eq!(a.received().await, "hello world");
+    assert_eq!(b.received().await, "hello world");
+    b.send(r#"{"action": "clap"}"#).await;
+    assert_eq!(b.received().await, "Error: Invalid action type");
+    // A push from outside any handler, with the AWS CLI, as the 2022 article shows.
+    let items = scan_with_cli(&server, "applause-chat-dev-connections");
+    assert_eq!(items.len(), 2);
+    let endpoint = server.url("dev").replace("ws://", "http://");
+    for item in items {
+        let id = item["ConnectionId"]["S"].as_str().unwrap();
+        aws(&[
+            "apigatewaymanagementapi",
+            "post-to-connection",
+            "--endpoint-url",
+            &endpoint,
+            &format!("--connection-id={id}"),
+            "--data",
+            "applause: 1",
+            "--cli-binary-format",
+            "raw-in-base64-out",
+        ]);
+    }
+    assert_eq!(a.received().await, "applause: 1");
+    assert_eq!(b.received().await, "applause: 1");
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the DynamoDB endpoint"]
+async fn serverless_v3_app_with_nested_handlers_and_get_connection() {
+    let dir = apps().join("sls-v3-nested");
+    npm_ci(&dir);
+    let data = server_data_dir();
+    let overrides = Overrides {
+        stage: Some("test".into()),
+        ..Overrides::default()
+    };
+    let server = AppServer::start(
+        &dir.join("serverless.yml"),
+        &overrides,
+        data.path().to_owned(),
+    )
+    .await;
+    let url = server.url("test");
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
+    let mut c = connect(&url).await;
+    assert_eq!(
+        scan_with_boto3(&server, "tutorial-chat-connections-test").len(),
+        3
+    );
+    send(&mut a, json!({"action": "whoami"})).await;
+    let reply = next_text(&mut a).await;
+    let prefix = "Use the sendmessage route to send a message. Your info: ";
+    let info: serde_json::Value = serde_json::from_str(
+        reply
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{reply}")),
+    )
+    .unwrap();
+    assert!(info["ConnectedAt"].is_string(), "{info}");
+    assert_eq!(info["Identity"]["SourceIp"], "127.0.0.1", "{info}");
+    let id = info["connectionID"].as_str().unwrap();
+    let items = scan_with_cli(&server, "tutorial-chat-connections-test");
+    assert!(
+        items.iter().any(|i| i["connectionId"]["S"] == id),
+        "{items:?}"
+    );
+    send(
+        &mut a,
+        json!({"action": "sendmessage", "message": "hello, everyone!"}),
+    )
+    .await;
+    assert_eq!(next_text(&mut b).await, "hello, everyone!");
+    assert_eq!(next_text(&mut c).await, "hello, everyone!");
+    send(
+        &mut c,
+        json!({"action": "sendmessage", "message": "from c"}),
+    )
+    .await;
+    nothing_before(&mut a, &mut b, "from c").await;
+    assert_eq!(next_text(&mut a).await, "from c", "a got it too, after");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the DynamoDB endpoint"]
+async fn python_sam_app_with_globals_a_simple_table_and_a_two_way_route() {
+    let template = apps().join("sam-python/template.yaml");
+    let loaded = load("sam-python/template.yaml", &Overrides::default());
+    let table = loaded.tables[0].1["TableName"].as_str().unwrap().to_owned();
+    let data = server_data_dir();
+    let server = AppServer::start(&template, &Overrides::default(), data.path().to_owned()).await;
+    let url = server.url("v1");
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
+    assert_eq!(scan_with_cli(&server, &table).len(), 2);
+    // The selection expression is $request.body.op; ping is two-way.
+    send(&mut a, json!({"op": "ping", "n": 7})).await;
+    let pong: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    assert_eq!(pong["reply"], "pong 7");
+    assert_eq!(pong["remaining_ms_positive"], true);
+    assert!(
+        pong["function"]
+            .as_str()
+            .unwrap()
+            .starts_with("sam-python-Ping-")
+    );
+    send(&mut b, json!({"op": "say", "text": "hi from python"})).await;
+    assert_eq!(next_text(&mut a).await, "hi from python");
+    assert_eq!(next_text(&mut b).await, "hi from python");
+    a.close(None).await.unwrap();
+    eventually("$disconnect removes a", || {
+        scan_with_boto3(&server, &table).len() == 1
+    })
+    .await;
     server.stop().await;
 }
