@@ -1220,3 +1220,65 @@ async fn python_sam_app_with_globals_a_simple_table_and_a_two_way_route() {
     .await;
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Measurements for docs/benchmarks.md: `cargo test --test apps -- --ignored --nocapture measure`.
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement for docs/benchmarks.md; run with --ignored --nocapture"]
+async fn measure_invocation_overhead_and_cold_starts() {
+    let root = fixtures().join("bench");
+    // Warm round trips: switchboard's queue, the Runtime API and the runtime loop, end to end.
+    for (runtime, handler) in [("nodejs20.x", "app.handler"), ("python3.11", "app.handler")] {
+        let mut s = spec("warm", root.clone(), runtime, handler);
+        s.concurrency = 1;
+        let (functions, f) = start(vec![s]).await;
+        for _ in 0..50 {
+            call(&f[0], json!({})).await.unwrap();
+        }
+        let mut times = Vec::new();
+        for _ in 0..1000 {
+            let t = std::time::Instant::now();
+            call(&f[0], json!({"body": "x"})).await.unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "round trip {runtime}: p50 {:?} p90 {:?} p99 {:?}",
+            percentile(&times, 0.5),
+            percentile(&times, 0.9),
+            percentile(&times, 0.99)
+        );
+        assert!(percentile(&times, 0.5) < Duration::from_millis(50));
+        functions.stop().await;
+    }
+    // Cold starts: the first invocation of a fresh function (process start, runtime init,
+    // handler load, the invocation).
+    for (name, dir, runtime, handler) in [
+        ("node-cjs", root.clone(), "nodejs20.x", "app.handler"),
+        ("node-esm", root.join("esm"), "nodejs20.x", "app.handler"),
+        ("node-ts", root.join("ts"), "nodejs20.x", "app.handler"),
+        ("python", root.clone(), "python3.11", "app.handler"),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let (functions, f) = start(vec![spec(name, dir.clone(), runtime, handler)]).await;
+            let t = std::time::Instant::now();
+            call(&f[0], json!({})).await.unwrap();
+            times.push(t.elapsed());
+            assert_eq!(f[0].metrics().cold_starts.load(Ordering::SeqCst), 1);
+            functions.stop().await;
+        }
+        times.sort();
+        println!(
+            "cold start {name}: p50 {:?} min {:?} max {:?}",
+            percentile(&times, 0.5),
+            times[0],
+            times[times.len() - 1]
+        );
+    }
+}
