@@ -54,7 +54,24 @@ pub fn parse_yaml(text: &str) -> Result<Value, SyntaxError> {
             message: strip_location(&e.to_string()),
         }
     })?;
-    convert(yaml)
+    convert(yaml).map_err(|mut e| {
+        // Values carry no positions: find the tag the error names in the text.
+        if e.line == 0 {
+            if let Some(tag) = e
+                .message
+                .split_whitespace()
+                .nth(2)
+                .map(|t| t.trim_end_matches(':'))
+            {
+                if let Some(offset) = text.find(tag) {
+                    let before = &text[..offset];
+                    e.line = before.matches('\n').count() + 1;
+                    e.column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                }
+            }
+        }
+        e
+    })
 }
 
 /// Parses JSON text.
@@ -187,8 +204,9 @@ mod tests {
         assert!(!e.message.contains("line 3 column 2"), "{e:?}");
         let e = parse_json("{\n  \"a\": 1,\n  \"b\" 2\n}").unwrap_err();
         assert_eq!((e.line, e.column), (3, 7), "{e:?}");
-        let e = parse_yaml("a: !Bogus x\n").unwrap_err();
+        let e = parse_yaml("a: 1\nb:\n  c: !Bogus x\n").unwrap_err();
         assert!(e.message.contains("unknown tag !Bogus"), "{e:?}");
+        assert_eq!((e.line, e.column), (3, 6), "{e:?}");
     }
 
     #[test]

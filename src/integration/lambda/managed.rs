@@ -197,13 +197,49 @@ pub struct Compile {
 /// Serialises npm and pip runs into the shared caches.
 static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Directories a code directory scan skips.
-fn skipped(name: &str) -> bool {
-    name == "node_modules" || name == "__pycache__" || name.starts_with('.')
+/// What a code directory scan skips: dependencies, caches, dot directories, and switchboard's
+/// own data directory (`./switchboard-data` when switchboard runs in the app's directory,
+/// where TypeScript builds and SDK installs would otherwise look like edits).
+#[derive(Debug, Clone, Copy, Default)]
+struct Skip {
+    /// The data directory's device and inode.
+    data_dir: Option<(u64, u64)>,
+}
+
+impl Skip {
+    fn new(data_dir: &Path) -> Skip {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Skip {
+                data_dir: std::fs::metadata(data_dir).ok().map(|m| (m.dev(), m.ino())),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = data_dir;
+            Skip::default()
+        }
+    }
+
+    fn dir(&self, name: &str, meta: Option<&std::fs::Metadata>) -> bool {
+        if name == "node_modules" || name == "__pycache__" || name.starts_with('.') {
+            return true;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let (Some(data), Some(meta)) = (self.data_dir, meta) {
+                return (meta.dev(), meta.ino()) == data;
+            }
+        }
+        let _ = meta;
+        false
+    }
 }
 
 /// Source files under `dir` with one of `extensions` (at most 5,000, dependencies skipped).
-fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+fn sources(dir: &Path, extensions: &[&str], skip: Skip) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -215,7 +251,9 @@ fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
             let name = name.to_string_lossy();
             let path = entry.path();
             match entry.file_type() {
-                Ok(t) if t.is_dir() && !skipped(&name) => stack.push(path),
+                Ok(t) if t.is_dir() && !skip.dir(&name, entry.metadata().ok().as_ref()) => {
+                    stack.push(path)
+                }
                 Ok(t) if t.is_file() => {
                     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
                     if extensions.contains(&ext) {
@@ -233,9 +271,9 @@ fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
 }
 
 /// The AWS SDK packages the code imports: `@aws-sdk/…` (v3) and `aws-sdk` (v2).
-fn sdk_imports(dir: &Path) -> std::collections::BTreeSet<String> {
+fn sdk_imports(dir: &Path, skip: Skip) -> std::collections::BTreeSet<String> {
     let mut found = std::collections::BTreeSet::new();
-    for file in sources(dir, &["js", "mjs", "cjs", "ts", "mts", "cts"]) {
+    for file in sources(dir, &["js", "mjs", "cjs", "ts", "mts", "cts"], skip) {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
@@ -367,7 +405,7 @@ pub async fn prepare(
             }
             // Lambda provides SDK v3 from nodejs18.x on, v2 before.
             let sdk = data_dir.join("sdk").join("node");
-            let wanted: Vec<String> = sdk_imports(root)
+            let wanted: Vec<String> = sdk_imports(root, Skip::new(&data_dir))
                 .into_iter()
                 .filter(|p| !resolvable(root, p))
                 .filter_map(|p| match (p.as_str(), major) {
@@ -459,7 +497,7 @@ pub async fn prepare(
             let site = write_loop(&data_dir, "python-site/sitecustomize.py", PYTHON_REDIRECT)?;
             let site = site.parent().unwrap_or(&data_dir).to_owned();
             let python_path = format!("{}:{}:{}", root.display(), site.display(), sdk.display());
-            let uses_boto3 = sources(root, &["py"])
+            let uses_boto3 = sources(root, &["py"], Skip::new(&data_dir))
                 .iter()
                 .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("boto3")));
             if uses_boto3 {
@@ -535,7 +573,7 @@ impl Launch {
 }
 
 /// A cheap fingerprint of a code directory: files, total size, newest change.
-fn fingerprint(dir: &Path) -> (usize, u64, u128) {
+fn fingerprint(dir: &Path, skip: Skip) -> (usize, u64, u128) {
     let mut count = 0;
     let mut size = 0;
     let mut newest = 0;
@@ -548,7 +586,7 @@ fn fingerprint(dir: &Path) -> (usize, u64, u128) {
             let name = entry.file_name();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                if !skipped(&name.to_string_lossy()) {
+                if !skip.dir(&name.to_string_lossy(), Some(&meta)) {
                     stack.push(entry.path());
                 }
                 continue;
@@ -577,9 +615,11 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500
 pub(super) async fn watch_code(
     function: std::sync::Arc<super::LambdaFunction>,
     stop: tokio_util::sync::CancellationToken,
+    data_dir: PathBuf,
 ) {
     let dir = function.spec.task_root.clone();
-    let scan = |dir: PathBuf| tokio::task::spawn_blocking(move || fingerprint(&dir));
+    let skip = Skip::new(&data_dir);
+    let scan = |dir: PathBuf| tokio::task::spawn_blocking(move || fingerprint(&dir, skip));
     let Ok(mut last) = scan(dir.clone()).await else {
         return;
     };
@@ -662,6 +702,36 @@ mod tests {
         );
         assert_eq!(split_node_handler("nodot"), None);
         assert_eq!(split_node_handler("a.b/c"), None);
+    }
+
+    #[test]
+    fn scans_skip_dependencies_and_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |p: &str, text: &str| {
+            let path = root.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("app.js", "import '@aws-sdk/client-dynamodb';");
+        write("node_modules/x/index.js", "require('@aws-sdk/client-s3')");
+        write(
+            "switchboard-data/build/f/app.js",
+            "require('@aws-sdk/client-sqs')",
+        );
+        let skip = Skip::new(&root.join("switchboard-data"));
+        let before = fingerprint(root, skip);
+        assert_eq!(before.0, 1, "only app.js counts");
+        write("switchboard-data/build/f/other.js", "x");
+        write("node_modules/y.js", "y");
+        write(".git/HEAD", "z");
+        assert_eq!(fingerprint(root, skip), before);
+        assert_eq!(
+            sdk_imports(root, skip).into_iter().collect::<Vec<_>>(),
+            ["@aws-sdk/client-dynamodb"]
+        );
+        write("app.js", "exports.handler = async () => 2;");
+        assert_ne!(fingerprint(root, skip), before);
     }
 
     #[test]

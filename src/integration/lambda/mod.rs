@@ -272,8 +272,11 @@ impl Functions {
                 let _ = function.launch.set(launch);
             }
             if function.spec.watch_code {
-                self.tracker
-                    .spawn(managed::watch_code(function.clone(), self.stop.clone()));
+                self.tracker.spawn(managed::watch_code(
+                    function.clone(),
+                    self.stop.clone(),
+                    self.data_dir.clone(),
+                ));
             }
         }
         for function in &self.list {
