@@ -1017,70 +1017,52 @@ async fn sam_sdk2_commonjs_app_with_the_domain_name_endpoint_and_an_authorizer()
     server.stop().await;
 }
 
-/// `wscat -c URL` with its standard input and output.
-struct Wscat {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Wscat {
-    async fn connect(url: &str) -> Wscat {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("wscat")
-            .args(["-c", url])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("wscat runs (scripts/test.sh installs it)");
-        let stdin = child.stdin.take().unwrap();
-        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut w = Wscat {
-            child,
-            stdin,
-            lines,
-        };
-        let first = w.line().await;
-        assert!(first.starts_with("Connected"), "{first}");
-        w
+/// Sends `messages` with `wscat -c URL -x ... -w SECS` and returns what it printed, one
+/// message a line. wscat only works on a terminal, so it runs under `script` (a pseudo
+/// terminal); its colours and prompts are dropped.
+async fn wscat_exchange(url: &str, messages: &[&str], wait_secs: u32) -> Vec<String> {
+    let mut command = format!("wscat -c '{url}'");
+    for m in messages {
+        assert!(!m.contains('\''), "{m}");
+        command.push_str(&format!(" -x '{m}'"));
     }
-
-    async fn line(&mut self) -> String {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
-            .await
-            .expect("wscat prints in time")
-            .unwrap()
-            .expect("wscat is still running");
-        // wscat's prompt and colours.
-        line.trim_start_matches("> ")
-            .replace('\u{1b}', "")
-            .trim()
-            .to_owned()
-    }
-
-    /// The next message wscat shows (`< text`).
-    async fn received(&mut self) -> String {
-        loop {
-            let line = self.line().await;
-            if let Some(text) = line.strip_prefix("< ") {
-                return text.to_owned();
+    command.push_str(&format!(" -w {wait_secs}"));
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("script")
+            .args(["-qfc", &command, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("wscat ends in time")
+    .expect("script and wscat run (scripts/test.sh installs wscat)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // ANSI escapes: ESC [ parameters letter.
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
             }
+            continue;
+        }
+        if c != '\r' {
+            plain.push(c);
         }
     }
-
-    async fn send(&mut self, text: &str) {
-        use tokio::io::AsyncWriteExt;
-        self.stdin
-            .write_all(format!("{text}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    async fn close(mut self) {
-        drop(self.stdin);
-        let _ = self.child.kill().await;
-    }
+    plain
+        .lines()
+        .map(|l| l.trim_start_matches("> ").trim_start_matches("< ").trim())
+        .filter(|l| !l.is_empty() && *l != ">")
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1096,18 +1078,28 @@ async fn serverless_2018_plugin_app_with_a_typescript_handler() {
     )
     .await;
     let url = server.url("dev");
-    let mut a = Wscat::connect(&url).await;
-    let mut b = Wscat::connect(&url).await;
-    a.send(r#"{"action": "sendMessage", "data": "hello world"}"#)
-        .await;
-    assert_eq!(a.received().await, "hello world");
-    assert_eq!(b.received().await, "hello world");
-    b.send(r#"{"action": "clap"}"#).await;
-    assert_eq!(b.received().await, "Error: Invalid action type");
-    // A push from outside any handler, with the AWS CLI, as the 2022 article shows.
+    let mut watcher = connect(&url).await;
+    // The article's client: wscat. sendMessage reaches everyone, the sender included; an
+    // unknown action gets the $default answer.
+    let printed = wscat_exchange(
+        &url,
+        &[
+            r#"{"action": "sendMessage", "data": "hello world"}"#,
+            r#"{"action": "clap"}"#,
+        ],
+        5,
+    )
+    .await;
+    assert_eq!(printed, ["hello world", "Error: Invalid action type"]);
+    assert_eq!(next_text(&mut watcher).await, "hello world");
+    // A push from outside any handler, with the AWS CLI, to the ids in the table.
+    let mut other = connect(&url).await;
+    eventually("wscat's connection leaves the table", || {
+        scan_with_cli(&server, "applause-chat-dev-connections").len() == 2
+    })
+    .await;
     let items = scan_with_cli(&server, "applause-chat-dev-connections");
-    assert_eq!(items.len(), 2);
-    let endpoint = server.url("dev").replace("ws://", "http://");
+    let endpoint = url.replace("ws://", "http://");
     for item in items {
         let id = item["ConnectionId"]["S"].as_str().unwrap();
         aws(&[
@@ -1122,10 +1114,8 @@ async fn serverless_2018_plugin_app_with_a_typescript_handler() {
             "raw-in-base64-out",
         ]);
     }
-    assert_eq!(a.received().await, "applause: 1");
-    assert_eq!(b.received().await, "applause: 1");
-    a.close().await;
-    b.close().await;
+    assert_eq!(next_text(&mut watcher).await, "applause: 1");
+    assert_eq!(next_text(&mut other).await, "applause: 1");
     server.stop().await;
 }
 
@@ -1281,4 +1271,77 @@ async fn measure_invocation_overhead_and_cold_starts() {
             times[times.len() - 1]
         );
     }
+}
+
+/// `switchboard serve --config FILE` (the binary), stopped with SIGTERM when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl ServeProcess {
+    fn start(args: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = switchboard()
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server logs until it listens")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "listening" {
+                break v["fields"]["address"].as_str().unwrap().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        ServeProcess { child, addr }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_a_template_and_wscat_talks_to_its_handlers() {
+    let data = server_data_dir();
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/endpoints/template.yaml");
+    let server = ServeProcess::start(&[
+        "--config",
+        template.to_str().unwrap(),
+        "--stage",
+        "qa",
+        "--region",
+        "eu-central-1",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    let printed = wscat_exchange(
+        &format!("ws://{}/qa", server.addr),
+        &[r#"{"action":"node-apiid"}"#, r#"{"action":"py-domain"}"#],
+        10,
+    )
+    .await;
+    assert_eq!(printed.len(), 2, "{printed:?}");
+    assert!(
+        printed[0].starts_with("node apiId ok, connected at "),
+        "{printed:?}"
+    );
+    assert!(
+        printed[1].starts_with("python domainName ok, connected at "),
+        "{printed:?}"
+    );
+    drop(server);
 }
