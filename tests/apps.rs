@@ -816,6 +816,23 @@ async fn handlers_reach_the_management_api_however_they_build_its_endpoint() {
         );
     }
     assert!(data.path().join("tls/ca.pem").is_file(), "the local CA");
+    // One cold start per function, counted in /metrics.
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cold: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchboard_function_cold_starts_total{"))
+        .collect();
+    assert_eq!(cold.len(), 6, "{metrics}");
+    assert!(cold.iter().all(|l| l.ends_with(" 1")), "{cold:?}");
+    assert!(
+        metrics.contains("switchboard_function_environments{function=\"endpoints-NodeApiId-"),
+        "{metrics}"
+    );
     socket.close(None).await.unwrap();
     server.stop().await;
 }

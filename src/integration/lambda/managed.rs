@@ -492,7 +492,19 @@ pub async fn prepare(
             } else {
                 "python3".to_owned()
             };
-            run(&interpreter, &["--version"], root, "a Python function").await?;
+            let version = run(&interpreter, &["--version"], root, "a Python function").await?;
+            let installed = version
+                .trim()
+                .trim_start_matches("Python 3.")
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok());
+            if installed != Some(minor) {
+                tracing::warn!(
+                    function = %spec.name,
+                    "runtime python3.{minor} runs on the installed {}", version.trim()
+                );
+            }
             let sdk = data_dir.join("sdk").join("python");
             let site = write_loop(&data_dir, "python-site/sitecustomize.py", PYTHON_REDIRECT)?;
             let site = site.parent().unwrap_or(&data_dir).to_owned();
