@@ -326,6 +326,146 @@ fn errors_say_what_and_where() {
     assert!(e.contains("pass --parameter Token=VALUE"), "{e}");
 }
 
+#[test]
+fn cdk_synth_output_with_lambda_functions_and_http_proxy() {
+    let template = json!({
+        "Resources": {
+            "ChatApi1A2B3C": {
+                "Type": "AWS::ApiGatewayV2::Api",
+                "Properties": {"Name": "chat", "ProtocolType": "WEBSOCKET",
+                               "RouteSelectionExpression": "$request.body.type"}
+            },
+            "Handler886CB40B": {
+                "Type": "AWS::Lambda::Function",
+                "Properties": {
+                    "Code": {"S3Bucket": {"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"},
+                             "S3Key": "0123abcd.zip"},
+                    "Handler": "index.handler",
+                    "Runtime": "nodejs22.x",
+                    "Role": {"Fn::GetAtt": ["HandlerServiceRoleFCDC14AE", "Arn"]},
+                    "Environment": {"Variables": {"TABLE": {"Ref": "Connections5A1B2C3D"},
+                                                  "TABLE_ARN": {"Fn::GetAtt": ["Connections5A1B2C3D", "Arn"]}}}
+                },
+                "Metadata": {"aws:asset:path": "asset.0123abcd", "aws:asset:property": "Code"}
+            },
+            "HandlerServiceRoleFCDC14AE": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "DefaultRoute": {
+                "Type": "AWS::ApiGatewayV2::Route",
+                "Properties": {
+                    "ApiId": {"Ref": "ChatApi1A2B3C"},
+                    "RouteKey": "$default",
+                    "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "DefaultIntegration"}]]}
+                }
+            },
+            "DefaultIntegration": {
+                "Type": "AWS::ApiGatewayV2::Integration",
+                "Properties": {
+                    "ApiId": {"Ref": "ChatApi1A2B3C"},
+                    "IntegrationType": "AWS_PROXY",
+                    "IntegrationUri": {"Fn::Join": ["", [
+                        "arn:", {"Ref": "AWS::Partition"}, ":apigateway:", {"Ref": "AWS::Region"},
+                        ":lambda:path/2015-03-31/functions/",
+                        {"Fn::GetAtt": ["Handler886CB40B", "Arn"]}, "/invocations"]]}
+                }
+            },
+            "HookRoute": {
+                "Type": "AWS::ApiGatewayV2::Route",
+                "Properties": {"ApiId": {"Ref": "ChatApi1A2B3C"}, "RouteKey": "hook",
+                               "Target": "integrations/HookIntegration"}
+            },
+            "HookIntegration": {
+                "Type": "AWS::ApiGatewayV2::Integration",
+                "Properties": {"ApiId": {"Ref": "ChatApi1A2B3C"}, "IntegrationType": "HTTP_PROXY",
+                               "IntegrationMethod": "POST", "TimeoutInMillis": 5000,
+                               "IntegrationUri": "http://127.0.0.1:9000/hook"}
+            },
+            "Connections5A1B2C3D": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {"KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+                               "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+                               "BillingMode": "PAY_PER_REQUEST"},
+                "UpdateReplacePolicy": "Delete",
+                "DeletionPolicy": "Delete"
+            }
+        }
+    });
+    let dir = project(&[
+        ("cdk.out/ChatStack.template.json", &template.to_string()),
+        (
+            "cdk.out/asset.0123abcd/index.js",
+            "exports.handler = async () => ({});",
+        ),
+    ]);
+    let loaded = template::load(
+        &dir.path().join("cdk.out/ChatStack.template.json"),
+        &Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.name, "ChatStack");
+    assert_eq!(
+        loaded.api.route_selection_expression.as_deref(),
+        Some("$request.body.type")
+    );
+    let handler = lambda(&loaded, "$default");
+    assert!(
+        handler
+            .working_dir
+            .as_ref()
+            .unwrap()
+            .ends_with("cdk.out/asset.0123abcd")
+    );
+    let table = loaded.tables[0].1["TableName"].as_str().unwrap();
+    assert!(
+        table.starts_with("ChatStack-Connections5A1B2C3D-"),
+        "{table}"
+    );
+    assert_eq!(handler.env["TABLE"], table);
+    assert_eq!(
+        handler.env["TABLE_ARN"],
+        format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}")
+    );
+    match &loaded.api.routes["hook"].integration {
+        IntegrationSpec::Http(http) => {
+            assert_eq!(http.url, "http://127.0.0.1:9000/hook");
+            assert_eq!(http.timeout_ms, 5000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        loaded
+            .ignored
+            .contains(&"HandlerServiceRoleFCDC14AE (AWS::IAM::Role)".to_owned())
+    );
+    assert!(loaded.ignored.contains(&"Handler886CB40B.Role".to_owned()));
+    assert_eq!(loaded.api_id.len(), 10);
+}
+
+#[test]
+fn serverless_environments_resolve_refs_to_tables_and_functions() {
+    let dir = project(&[
+        (
+            "serverless.yml",
+            &format!(
+                "{MINIMAL_SLS}    environment:\n      T: !Ref Table\n      A:\n        Fn::GetAtt: [Table, Arn]\n      F: !GetAtt FLambdaFunction.Arn\n\
+                 resources:\n  Resources:\n    Table:\n      Type: AWS::DynamoDB::Table\n      Properties:\n        TableName: conns-${{sls:stage}}\n"
+            ),
+        ),
+        ("app.js", ""),
+    ]);
+    let loaded = template::load(&dir.path().join("serverless.yml"), &Overrides::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let f = lambda(&loaded, "$default");
+    assert_eq!(f.env["T"], "conns-dev");
+    assert_eq!(
+        f.env["A"],
+        "arn:aws:dynamodb:us-east-1:123456789012:table/conns-dev"
+    );
+    assert_eq!(
+        f.env["F"],
+        "arn:aws:lambda:us-east-1:123456789012:function:s-dev-f"
+    );
+}
+
 fn switchboard() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
 }
