@@ -153,6 +153,26 @@ pub fn environment(
     vars
 }
 
+/// Adds a managed runtime's variables to a process's: the function's own win, except that
+/// search paths and Node's options are joined (the function's `NODE_OPTIONS` keeps the
+/// preload that sends AWS host names to switchboard).
+fn merge_launch_env(
+    vars: &mut Vec<(String, String)>,
+    runtime: &[(String, String)],
+    own: &std::collections::BTreeMap<String, String>,
+) {
+    for (k, v) in runtime {
+        let joined = match (own.get(k), k.as_str()) {
+            (None, _) => v.clone(),
+            (Some(mine), "NODE_OPTIONS") => format!("{v} {mine}"),
+            (Some(mine), "NODE_PATH" | "PYTHONPATH") => format!("{mine}:{v}"),
+            (Some(_), _) => continue,
+        };
+        vars.retain(|(existing, _)| existing != k);
+        vars.push((k.clone(), joined));
+    }
+}
+
 /// How a process ended.
 enum Exit {
     /// It could not be started.
@@ -339,13 +359,7 @@ impl Supervisor {
             .ok_or_else(|| "the command is empty".to_owned())?;
         let mut vars = environment(spec, &self.runtime_api, &self.management);
         if let Some(launch) = launch {
-            // The runtime's own variables go under the function's, which win.
-            for (k, v) in &launch.env {
-                if !spec.env.contains_key(k) {
-                    vars.retain(|(existing, _)| existing != k);
-                    vars.push((k.clone(), v.clone()));
-                }
-            }
+            merge_launch_env(&mut vars, &launch.env, &spec.env);
         }
         let mut command = Command::new(program);
         command
@@ -604,6 +618,44 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert_eq!(listener_root("http://[::1]:9"), "http://[::1]:9");
+    }
+
+    #[test]
+    fn runtime_variables_join_the_functions_own() {
+        let mut vars = vec![
+            (
+                "NODE_OPTIONS".to_owned(),
+                "--max-old-space-size=64".to_owned(),
+            ),
+            ("TZ".to_owned(), ":UTC".to_owned()),
+        ];
+        let own = [
+            (
+                "NODE_OPTIONS".to_owned(),
+                "--max-old-space-size=64".to_owned(),
+            ),
+            ("NODE_PATH".to_owned(), "/mine".to_owned()),
+            ("SWITCHBOARD_SDK_NODE_MODULES".to_owned(), "/own".to_owned()),
+        ]
+        .into();
+        let runtime = [
+            ("NODE_OPTIONS".to_owned(), "--require /r.js".to_owned()),
+            ("NODE_PATH".to_owned(), "/sdk".to_owned()),
+            ("SWITCHBOARD_SDK_NODE_MODULES".to_owned(), "/sdk".to_owned()),
+        ];
+        merge_launch_env(&mut vars, &runtime, &own);
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("NODE_OPTIONS"),
+            Some("--require /r.js --max-old-space-size=64")
+        );
+        assert_eq!(get("NODE_PATH"), Some("/mine:/sdk"));
+        assert_eq!(
+            get("SWITCHBOARD_SDK_NODE_MODULES"),
+            None,
+            "left to environment()"
+        );
+        assert_eq!(get("TZ"), Some(":UTC"));
     }
 
     #[test]
