@@ -194,8 +194,41 @@ pub struct Compile {
     built: tokio::sync::Mutex<u64>,
 }
 
-/// Serialises npm and pip runs into the shared caches.
+/// Serialises npm and pip runs into the shared caches within this process.
 static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An exclusive lock on a cache directory, held across processes (two servers, or test
+/// processes, sharing a data directory) while something installs into it.
+struct CacheLock {
+    #[cfg(unix)]
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+async fn lock_cache(dir: &Path) -> Result<CacheLock, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(".install.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        let lock = tokio::task::spawn_blocking(move || {
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        })
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|(_, e)| format!("{}: {e}", path.display()))?;
+        Ok(CacheLock { _lock: lock })
+    }
+    #[cfg(not(unix))]
+    {
+        drop(file);
+        Ok(CacheLock {})
+    }
+}
 
 /// What a code directory scan skips: dependencies, caches, dot directories, and switchboard's
 /// own data directory (`./switchboard-data` when switchboard runs in the app's directory,
@@ -330,6 +363,7 @@ async fn run(program: &str, args: &[&str], cwd: &Path, what: &str) -> Result<Str
 /// Installs npm packages into `prefix` unless they are there already.
 async fn npm_install(prefix: &Path, packages: &[String], why: &str) -> Result<(), String> {
     let _guard = INSTALL.lock().await;
+    let _lock = lock_cache(prefix).await?;
     let missing: Vec<&String> = packages
         .iter()
         .filter(|p| {
@@ -524,6 +558,7 @@ pub async fn prepare(
                     .is_ok_and(|s| s.success());
                 if !has_boto3 {
                     let _guard = INSTALL.lock().await;
+                    let _lock = lock_cache(&sdk).await?;
                     tracing::info!(
                         function = %spec.name, into = %sdk.display(),
                         "the function imports boto3, which its runtime provides on Lambda: installing with pip (once)"
