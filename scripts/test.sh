@@ -64,6 +64,16 @@ if [[ ! -d tests/dynamodb/node_modules/@aws-sdk/lib-dynamodb || ! -d tests/dynam
   log "installing the JavaScript SDKs for the DynamoDB tests"
   (cd tests/dynamodb && npm ci --silent --no-audit --no-fund)
 fi
+# The sample apps' own dependencies (examples/apps/), from their lock files; the SDKs the
+# Lambda runtimes provide are installed by switchboard itself into its data directory.
+for lock in examples/apps/*/package-lock.json examples/apps/*/*/package-lock.json; do
+  [[ -f "$lock" ]] || continue
+  app=$(dirname "$lock")
+  if [[ ! -d "$app/node_modules" ]]; then
+    log "installing $app's dependencies"
+    (cd "$app" && npm ci --silent --no-audit --no-fund)
+  fi
+done
 
 log "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then

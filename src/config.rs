@@ -13,6 +13,7 @@ use crate::apps::chat::ChatConfig;
 pub use crate::cluster::ClusterConfig;
 use crate::integration::definition::{ApiDefinition, AuthorizerSpec, DefinitionError, RouteSpec};
 pub use crate::sigv4::Credential;
+use crate::template::{self, Format, Overrides, TemplateError};
 use crate::tls::TlsFiles;
 
 /// Limits, with API Gateway's values as defaults.
@@ -195,9 +196,15 @@ impl Config {
     /// The configuration that `settings` describe: the file's (defaults without one), then the
     /// flags over it, validated.
     pub fn load(settings: &Settings) -> Result<Config, ConfigError> {
-        let file = match &settings.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
+        let template = match &settings.config {
+            Some(path) if template::detect(path)? != Format::Toml => {
+                Some(template::load(path, &settings.template_overrides()?)?)
+            }
+            _ => None,
+        };
+        let file = match (&settings.config, &template) {
+            (Some(path), None) => FileConfig::load(path)?,
+            _ => FileConfig::default(),
         };
         let base_dir = match settings.config.as_deref().and_then(std::path::Path::parent) {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -283,6 +290,12 @@ impl Config {
         }
         if let Some(v) = settings.drain_timeout_secs {
             config.drain_timeout = Duration::from_secs(v);
+        }
+        if let Some(region) = &settings.region {
+            config.api.region = region.clone();
+        }
+        if let Some(loaded) = template {
+            loaded.apply_to(&mut config);
         }
         config.validate()?;
         Ok(config)
@@ -541,9 +554,20 @@ pub struct Settings {
     /// Directory for persistent state, created on demand.
     #[arg(long, default_value = "./switchboard-data")]
     pub data_dir: PathBuf,
-    /// Configuration file (TOML).
+    /// Configuration file: switchboard's TOML, a serverless.yml (.yaml, .json) or a SAM /
+    /// CloudFormation template (YAML or JSON), told apart by content.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Region of a template's functions and ARNs (`${opt:region}`, `AWS::Region`).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A template parameter, `NAME=VALUE` (repeatable); also `${param:NAME}` in serverless.yml.
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// Keep a template's function processes when files under their code directory change
+    /// (by default new invocations go to fresh processes).
+    #[arg(long)]
+    pub no_reload: bool,
     /// Built-in API to serve [default: chat].
     #[arg(long, value_enum)]
     pub app: Option<BuiltinApp>,
@@ -580,6 +604,26 @@ pub struct Settings {
     /// PEM private key (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+impl Settings {
+    /// What a template is read with: `--stage`, `--region`, `--parameter`, `--no-reload`.
+    pub fn template_overrides(&self) -> Result<Overrides, ConfigError> {
+        let mut overrides = Overrides {
+            stage: self.stage.clone(),
+            region: self.region.clone(),
+            no_reload: self.no_reload,
+            ..Overrides::default()
+        };
+        for p in &self.parameters {
+            let (k, v) = p.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                key: format!("--parameter {p:?}"),
+                reason: "use NAME=VALUE".into(),
+            })?;
+            overrides.parameters.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(overrides)
+    }
 }
 
 /// `{hostname}-{pid}`: unique among the processes of a cluster.
@@ -687,6 +731,10 @@ impl FileConfig {
 /// A configuration problem, naming the key and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A serverless.yml or SAM / CloudFormation template could not be used (the message
+    /// names the file, and the line and column where there is one).
+    #[error("{0}")]
+    Template(String),
     /// The file could not be read.
     #[error("cannot read {}: {error}", path.display())]
     Read {
@@ -711,6 +759,12 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<TemplateError> for ConfigError {
+    fn from(e: TemplateError) -> Self {
+        ConfigError::Template(e.to_string())
+    }
 }
 
 impl From<DefinitionError> for ConfigError {

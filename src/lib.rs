@@ -23,6 +23,7 @@ pub mod metrics;
 mod selection;
 pub mod server;
 mod sigv4;
+pub mod template;
 mod time;
 pub mod tls;
 

@@ -1,11 +1,13 @@
 //! The `switchboard` binary: parses arguments, sets up logging, and calls the library.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::cli::{self, ConnectOptions, ManageCall};
-use switchboard::config::{Config, Settings};
+use switchboard::config::{Config, FileConfig, Settings};
+use switchboard::template::{self, Format, Loaded};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Read a configuration file (TOML, serverless.yml, SAM / CloudFormation template) and
+    /// print what was understood, without serving.
+    Check(CheckArgs),
     /// Connect to a WebSocket URL like `wscat -c`: send stdin lines, print frames.
     Connect(ConnectArgs),
     /// PostToConnection: send data to a connection.
@@ -50,6 +55,22 @@ struct ServeArgs {
     log_format: LogFormat,
     #[command(flatten)]
     settings: Settings,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Stage (`${opt:stage}`); wins over the file's.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Region (`${opt:region}`, `AWS::Region`).
+    #[arg(long)]
+    region: Option<String>,
+    /// A template parameter, `NAME=VALUE` (repeatable).
+    #[arg(long = "parameter", value_name = "NAME=VALUE")]
+    parameters: Vec<String>,
 }
 
 #[derive(Args)]
@@ -97,6 +118,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check(args) => {
+            init_logging(LogFormat::Text, "warn");
+            check(&args)
+        }
         Command::Connect(args) => {
             init_logging(LogFormat::Text, "warn");
             runtime.block_on(cli::connect(ConnectOptions {
@@ -155,6 +180,40 @@ fn init_logging(format: LogFormat, default: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let overrides = Settings {
+        stage: args.stage.clone(),
+        region: args.region.clone(),
+        parameters: args.parameters.clone(),
+        ..Settings::default()
+    }
+    .template_overrides()?;
+    let loaded = match template::detect(&args.config)? {
+        Format::Toml => {
+            let file = FileConfig::load(&args.config)?;
+            let base_dir = match args.config.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let mut api = file.definition(&base_dir);
+            if let Some(region) = &args.region {
+                api.region = region.clone();
+            }
+            let stage = args
+                .stage
+                .clone()
+                .or(file.stage)
+                .unwrap_or_else(|| "dev".into());
+            Loaded::from_definition(args.config.display().to_string(), api, stage)
+        }
+        _ => template::load(&args.config, &overrides)?,
+    };
+    // The same checks as at start (commands, handlers, timeouts), without starting anything.
+    loaded.api.prepare("check")?;
+    print!("{}", loaded.describe());
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

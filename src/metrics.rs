@@ -94,9 +94,22 @@ impl ShardedCounter {
     }
 }
 
+/// What is counted per Lambda function (`integration/lambda/`).
+#[derive(Debug, Default)]
+pub struct FunctionMetrics {
+    /// The function's name.
+    pub name: String,
+    /// Processes started (each one a cold start).
+    pub cold_starts: AtomicU64,
+    /// Processes running now.
+    pub environments: AtomicU64,
+}
+
 /// What is counted per gateway.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The API's Lambda functions, registered when they start.
+    pub functions: Mutex<Vec<std::sync::Arc<FunctionMetrics>>>,
     /// Connections that completed the handshake.
     pub connections_opened: AtomicU64,
     closed: Mutex<BTreeMap<u16, u64>>,
@@ -233,6 +246,33 @@ impl Metrics {
             "Connections closed because their outbox overflowed.",
             self.slow_consumers_closed.load(Ordering::Relaxed),
         );
+        let functions = self.functions.lock().expect("metrics lock").clone();
+        if !functions.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_function_cold_starts_total Lambda execution environments started, by function.\n# TYPE switchboard_function_cold_starts_total counter"
+            );
+            for f in &functions {
+                let _ = writeln!(
+                    out,
+                    "switchboard_function_cold_starts_total{{function=\"{}\"}} {}",
+                    escape(&f.name),
+                    f.cold_starts.load(Ordering::Relaxed)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_function_environments Lambda execution environments running now, by function.\n# TYPE switchboard_function_environments gauge"
+            );
+            for f in &functions {
+                let _ = writeln!(
+                    out,
+                    "switchboard_function_environments{{function=\"{}\"}} {}",
+                    escape(&f.name),
+                    f.environments.load(Ordering::Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP switchboard_integration_errors_total Integration calls that failed or timed out, by route.\n# TYPE switchboard_integration_errors_total counter"

@@ -37,7 +37,7 @@ use crate::management::ManagementApi;
 use crate::metrics::Metrics;
 use crate::selection::SelectionExpression;
 use crate::sigv4::Credential;
-use crate::tls::{TlsError, TlsFiles};
+use crate::tls::{LocalCa, TlsError, TlsFiles};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,10 @@ pub struct Server {
     dynamodb: Option<Arc<DynamoDb>>,
     /// Where functions find DynamoDB.
     dynamodb_config: DynamoDbConfig,
+    /// The local certificate authority, when managed functions run and no TLS is configured:
+    /// the listener then answers both plain and TLS connections (told apart by their first
+    /// byte), and functions trust the authority.
+    local_ca: Option<Arc<LocalCa>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,7 +110,9 @@ impl Server {
             .api
             .prepare(&config.api_id)
             .map_err(ConfigError::from)?;
-        let functions = prepared.functions().clone();
+        let mut functions = prepared.functions().clone();
+        functions.set_data_dir(config.data_dir.clone());
+        let data_dir = config.data_dir.clone();
         let options = ChatOptions {
             chat: config.chat.clone(),
             data_dir: config.data_dir.clone(),
@@ -135,6 +141,11 @@ impl Server {
                 None => api,
             })
         })?;
+        if server.tls.is_none() && server_needs_local_ca(&functions) {
+            let ca = Arc::new(LocalCa::open(&data_dir.join("tls"))?);
+            server.tls = Some(ca.clone().acceptor()?);
+            server.local_ca = Some(ca);
+        }
         server.functions = functions;
         server.chat = chat;
         Ok(server)
@@ -197,6 +208,7 @@ impl Server {
             functions: Functions::default(),
             dynamodb,
             dynamodb_config: config.dynamodb.clone(),
+            local_ca: None,
         })
     }
 
@@ -219,12 +231,20 @@ impl Server {
     ) -> Result<(), Error> {
         let gw = self.gateway;
         if !self.functions.is_empty() {
-            let gateway_url = gateway_url(listener.local_addr()?, self.tls.is_some());
+            let local = listener.local_addr()?;
+            let tls_only = self.tls.is_some() && self.local_ca.is_none();
+            let gateway_url = gateway_url(local, tls_only);
             let management = ManagementEndpoint {
                 url: format!("{gateway_url}/{}", gw.api_context.stage),
                 credential: self.management_credentials.first().cloned(),
                 dynamodb_url: dynamodb::endpoint_for_functions(&self.dynamodb_config, &gateway_url),
+                ca_bundle: self.local_ca.as_ref().map(|ca| ca.bundle_path().to_owned()),
+                redirect: self
+                    .local_ca
+                    .as_ref()
+                    .map(|_| self::gateway_url(local, false)),
             };
+            *gw.metrics.functions.lock().expect("metrics lock") = self.functions.metrics();
             if let Err(error) = self.functions.start(management).await {
                 self.functions.stop().await;
                 return Err(error.into());
@@ -265,6 +285,7 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     let tls = self.tls.clone();
+                    let sniff = self.local_ca.is_some();
                     let admitted = match limit.clone().try_acquire_owned() {
                         Err(_) => Err((503, "The server is at its connection limit")),
                         Ok(permit) => admission
@@ -277,7 +298,7 @@ impl Server {
                             let task = handle_socket(
                                 gw.clone(),
                                 router.clone(),
-                                tls,
+                                (tls, sniff),
                                 stream,
                                 peer,
                                 places,
@@ -287,6 +308,8 @@ impl Server {
                         Err((status, message)) => {
                             gw.metrics.rejected(status);
                             tracing::debug!(%peer, status, message, "connection refused");
+                            // When plain and TLS share the listener, a refusal is plain.
+                            let tls = tls.filter(|_| !sniff);
                             gw.tracker
                                 .spawn(refuse(gw.clone(), tls, stream, status, message));
                         }
@@ -466,6 +489,12 @@ impl Integration for AsDefault {
     }
 }
 
+/// Whether the API runs managed functions (Node.js, Python), whose AWS calls the local CA
+/// serves.
+fn server_needs_local_ca(functions: &Functions) -> bool {
+    functions.has_managed()
+}
+
 /// The gateway as a process on this machine reaches it (handed to Lambda functions for
 /// `@connections` and DynamoDB): a wildcard listen address becomes loopback.
 fn gateway_url(local: SocketAddr, tls: bool) -> String {
@@ -482,7 +511,7 @@ fn gateway_url(local: SocketAddr, tls: bool) -> String {
 async fn handle_socket(
     gw: Arc<Gateway>,
     router: Router,
-    tls: Option<TlsAcceptor>,
+    (tls, sniff): (Option<TlsAcceptor>, bool),
     stream: TcpStream,
     peer: SocketAddr,
     places: Places,
@@ -491,6 +520,20 @@ async fn handle_socket(
         return;
     };
     let _ = stream.set_nodelay(true);
+    let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
+    // With the local CA, TLS and plain HTTP share the listener: a TLS connection starts with
+    // a handshake record (0x16), an HTTP request with a letter.
+    let tls = match tls {
+        Some(acceptor) if sniff => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if crate::tls::is_tls_start(first[0]) => Some(acceptor),
+                Ok(Ok(1)) => None,
+                _ => return,
+            }
+        }
+        other => other,
+    };
     let Some(acceptor) = tls else {
         return serve_stream(
             gw,
@@ -505,7 +548,6 @@ async fn handle_socket(
         )
         .await;
     };
-    let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             serve_stream(

@@ -16,6 +16,7 @@ use crate::api::{Api, ApiError};
 use crate::authorizer::jwt::{Claims, JwtAlgorithm, JwtVerifier, KeySource};
 use crate::authorizer::{Authorizer, Decider, IdentitySource};
 use crate::integration::http::HttpBackend;
+use crate::integration::lambda::managed::Runtime;
 use crate::integration::lambda::{FunctionSpec, Functions, LambdaFunction};
 use crate::integration::{Backend, Integration, Proxy};
 use crate::selection::SelectionExpression;
@@ -106,6 +107,19 @@ pub struct LambdaSpec {
     /// Invocations that may wait for a free process; beyond, calls fail at once.
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    /// A Lambda runtime name (`nodejs20.x`, `python3.12`, `provided.al2023`), set by
+    /// templates (`crate::template`): managed runtimes run through switchboard's own runtime
+    /// loop (`command` is then empty) and start processes on demand, up to `concurrency`.
+    #[serde(skip)]
+    pub runtime: Option<String>,
+    /// Set by templates: processes start on demand, up to `concurrency`, and one idle this
+    /// long stops. Unset: all `concurrency` processes run from the start.
+    #[serde(skip)]
+    pub idle_timeout: Option<Duration>,
+    /// Set by templates: a change under `working_dir` sends new invocations to fresh
+    /// processes.
+    #[serde(skip)]
+    pub watch_code: bool,
 }
 
 /// `type = "builtin"`.
@@ -325,11 +339,19 @@ impl Builder<'_> {
         spec: &LambdaSpec,
     ) -> Result<Backend, DefinitionError> {
         let base = &self.definition.base_dir;
+        let runtime = spec
+            .runtime
+            .as_deref()
+            .map(Runtime::parse)
+            .transpose()
+            .map_err(|e| invalid(format!("{key}.runtime"), e))?;
+        let managed = runtime.is_some_and(Runtime::is_managed);
         let mut command = spec.command.clone();
-        let Some(program) = command.first_mut() else {
+        let program = command.first_mut();
+        if program.is_none() && !managed {
             return Err(invalid(format!("{key}.command"), "must name a program"));
-        };
-        if program.contains('/') {
+        }
+        if let Some(program) = program.filter(|p| p.contains('/')) {
             let path = absolute(base, Path::new(program));
             if !path.is_file() {
                 return Err(invalid(
@@ -399,6 +421,9 @@ impl Builder<'_> {
             queue_size: spec.queue_size,
             region: self.definition.region.clone(),
             account_id: self.definition.account_id.clone(),
+            runtime,
+            idle_timeout: spec.idle_timeout,
+            watch_code: spec.watch_code,
         };
         if let Some(existing) = self.functions.get(&function.name) {
             if *existing.spec() != function {

@@ -13,6 +13,7 @@ mod chat_common;
 mod common;
 mod integrations_common;
 
+mod apps;
 mod articles;
 mod authorizer;
 mod bad_input;

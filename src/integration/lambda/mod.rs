@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::integration::CallError;
 
+pub mod managed;
 pub mod process;
 pub mod runtime_api;
 
@@ -59,6 +60,14 @@ pub struct FunctionSpec {
     pub region: String,
     /// The account id in the function's ARN.
     pub account_id: String,
+    /// The Lambda runtime a template named; managed runtimes (`nodejs*`, `python3.*`) run
+    /// through switchboard's runtime loop (`command` is empty for them).
+    pub runtime: Option<managed::Runtime>,
+    /// `Some`: processes start on demand, up to `concurrency`, and one idle this long stops.
+    /// `None`: all `concurrency` processes run from the start.
+    pub idle_timeout: Option<Duration>,
+    /// Whether a change under `task_root` sends new invocations to fresh processes.
+    pub watch_code: bool,
 }
 
 impl FunctionSpec {
@@ -91,6 +100,20 @@ pub struct LambdaFunction {
     jobs: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     /// Environments whose process has asked for an invocation and is still running.
     live: std::sync::atomic::AtomicUsize,
+    /// Processes waiting in `next` for an invocation.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// On-demand processes started and not yet asking for an invocation.
+    starting: std::sync::atomic::AtomicUsize,
+    /// Woken when an invocation is queued (on-demand environments decide whether to start).
+    demand: tokio::sync::Notify,
+    /// Bumped when a file under the code directory changes.
+    code_generation: std::sync::atomic::AtomicU64,
+    /// Woken when `code_generation` changes.
+    code_changed: tokio::sync::Notify,
+    /// How a managed runtime's process is started (set by `Functions::start`).
+    launch: std::sync::OnceLock<managed::Launch>,
+    /// Cold starts and running environments, for `/metrics`.
+    metrics: Arc<crate::metrics::FunctionMetrics>,
 }
 
 impl std::fmt::Debug for LambdaFunction {
@@ -106,12 +129,33 @@ impl LambdaFunction {
     /// A function that is not running yet: calls wait in its queue until [`Functions::start`].
     pub fn new(spec: FunctionSpec) -> Self {
         let (queue, jobs) = mpsc::channel(spec.queue_size.max(1));
+        let metrics = Arc::new(crate::metrics::FunctionMetrics {
+            name: spec.name.clone(),
+            ..Default::default()
+        });
         LambdaFunction {
             spec,
             queue,
             jobs: tokio::sync::Mutex::new(jobs),
             live: Default::default(),
+            waiting: Default::default(),
+            starting: Default::default(),
+            demand: Default::default(),
+            code_generation: Default::default(),
+            code_changed: Default::default(),
+            launch: Default::default(),
+            metrics,
         }
+    }
+
+    /// The function's counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::FunctionMetrics> {
+        &self.metrics
+    }
+
+    /// Invocations in the queue.
+    fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// The function's name.
@@ -143,7 +187,10 @@ impl LambdaFunction {
             reply,
         };
         let queued = match self.queue.try_send(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.demand.notify_waiters();
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Failed(format!(
                 "function {}: {} invocations are already waiting; try again later",
                 self.spec.name, self.spec.queue_size
@@ -171,12 +218,31 @@ pub struct Functions {
     list: Vec<Arc<LambdaFunction>>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    /// Where managed runtimes keep their loops, SDK caches and builds.
+    data_dir: PathBuf,
 }
 
 impl Functions {
     /// Adds a function (before [`start`](Self::start)).
     pub fn push(&mut self, function: Arc<LambdaFunction>) {
         self.list.push(function);
+    }
+
+    /// Sets the data directory managed runtimes use (`runtimes/`, `sdk/`, `build/`).
+    pub fn set_data_dir(&mut self, data_dir: PathBuf) {
+        self.data_dir = data_dir;
+    }
+
+    /// Every function's counters, for `/metrics`.
+    pub fn metrics(&self) -> Vec<Arc<crate::metrics::FunctionMetrics>> {
+        self.list.iter().map(|f| f.metrics.clone()).collect()
+    }
+
+    /// Whether a function runs on a managed runtime (Node.js, Python).
+    pub fn has_managed(&self) -> bool {
+        self.list
+            .iter()
+            .any(|f| f.spec.runtime.is_some_and(managed::Runtime::is_managed))
     }
 
     /// How many functions there are.
@@ -192,8 +258,27 @@ impl Functions {
     /// Starts every function's environments. `management` is the `@connections` endpoint the
     /// functions are given (`AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`) and the key pair they
     /// sign with.
+    /// Managed runtimes are prepared first (runtime loops written, the SDK installed when a
+    /// function lacks it, TypeScript compiled): a failure there stops the start.
     pub async fn start(&self, management: process::ManagementEndpoint) -> std::io::Result<()> {
         let management = Arc::new(management);
+        for function in &self.list {
+            if let Some(runtime) = function.spec.runtime.filter(|r| r.is_managed()) {
+                let launch = managed::prepare(&function.spec, runtime, &self.data_dir)
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::other(format!("function {}: {e}", function.spec.name))
+                    })?;
+                let _ = function.launch.set(launch);
+            }
+            if function.spec.watch_code {
+                self.tracker.spawn(managed::watch_code(
+                    function.clone(),
+                    self.stop.clone(),
+                    self.data_dir.clone(),
+                ));
+            }
+        }
         for function in &self.list {
             for index in 0..function.spec.concurrency {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -220,6 +305,7 @@ impl Functions {
             tracing::info!(
                 function = %function.spec.name,
                 processes = function.spec.concurrency,
+                on_demand = function.spec.idle_timeout.is_some(),
                 "function started"
             );
         }
@@ -267,6 +353,9 @@ mod tests {
             queue_size,
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
+            runtime: None,
+            idle_timeout: None,
+            watch_code: false,
         }
     }
 

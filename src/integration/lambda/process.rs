@@ -38,6 +38,10 @@ pub const SECRET_ACCESS_KEY: &str = "switchboard-local-secret-access-key";
 /// (`http://127.0.0.1:8080/dev`).
 pub const MANAGEMENT_URL_VAR: &str = "SWITCHBOARD_MANAGEMENT_URL";
 
+/// The variable holding where AWS hostnames go inside managed runtimes
+/// (`http://127.0.0.1:8080`); read by the Node.js preload and the Python `sitecustomize`.
+pub const REDIRECT_VAR: &str = "SWITCHBOARD_REDIRECT";
+
 /// Longest output line forwarded as one log record; longer lines are split.
 const MAX_LOG_LINE: usize = 16 * 1024;
 
@@ -54,6 +58,12 @@ pub struct ManagementEndpoint {
     pub credential: Option<crate::sigv4::Credential>,
     /// The DynamoDB endpoint functions use (`AWS_ENDPOINT_URL_DYNAMODB`), when there is one.
     pub dynamodb_url: Option<String>,
+    /// A CA bundle (the system's plus switchboard's local CA) functions are told to trust.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// `http://127.0.0.1:PORT`: where AWS hostnames of the services switchboard serves are
+    /// sent inside managed runtimes' processes (`*.execute-api.*.amazonaws.com`,
+    /// `dynamodb.*.amazonaws.com`).
+    pub redirect: Option<String>,
 }
 
 /// The environment variables a function's process gets, as on Lambda.
@@ -114,11 +124,45 @@ pub fn environment(
         vars.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), url.clone()));
         vars.push(("AWS_ENDPOINT_URL_DYNAMODB_STREAMS".into(), url.clone()));
     }
+    if let Some(bundle) = &management.ca_bundle {
+        let bundle = bundle.display().to_string();
+        for var in [
+            "NODE_EXTRA_CA_CERTS",
+            "AWS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+        ] {
+            vars.push((var.to_owned(), bundle.clone()));
+        }
+    }
+    if let Some(redirect) = &management.redirect {
+        vars.push((REDIRECT_VAR.to_owned(), redirect.clone()));
+    }
     for (k, v) in &spec.env {
         vars.retain(|(existing, _)| existing != k);
         vars.push((k.clone(), v.clone()));
     }
     vars
+}
+
+/// Adds a managed runtime's variables to a process's: the function's own win, except that
+/// search paths and Node's options are joined (the function's `NODE_OPTIONS` keeps the
+/// preload that sends AWS host names to switchboard).
+fn merge_launch_env(
+    vars: &mut Vec<(String, String)>,
+    runtime: &[(String, String)],
+    own: &std::collections::BTreeMap<String, String>,
+) {
+    for (k, v) in runtime {
+        let joined = match (own.get(k), k.as_str()) {
+            (None, _) => v.clone(),
+            (Some(mine), "NODE_OPTIONS") => format!("{v} {mine}"),
+            (Some(mine), "NODE_PATH" | "PYTHONPATH") => format!("{mine}:{v}"),
+            (Some(_), _) => continue,
+        };
+        vars.retain(|(existing, _)| existing != k);
+        vars.push((k.clone(), joined));
+    }
 }
 
 /// How a process ended.
@@ -133,6 +177,11 @@ enum Exit {
     InitError(CallError),
     /// The server is stopping.
     Stopped,
+    /// It was idle for the function's idle timeout and was stopped (on-demand functions).
+    Idle,
+    /// The code changed while it was idle (or it exited after that): a fresh process takes
+    /// the next invocations.
+    Reload,
 }
 
 impl Exit {
@@ -153,7 +202,9 @@ impl Exit {
             }
             Exit::TimedOut => CallError::Timeout,
             Exit::InitError(error) => error.clone(),
-            Exit::Stopped => CallError::Failed(format!("function {function} has stopped")),
+            Exit::Stopped | Exit::Idle | Exit::Reload => {
+                CallError::Failed(format!("function {function} has stopped"))
+            }
         }
     }
 }
@@ -174,21 +225,48 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts, watches and restarts the process until `stop` is cancelled.
+    /// Starts, watches and restarts the process until `stop` is cancelled. An on-demand
+    /// environment starts its process only when an invocation is waiting and no other
+    /// process is free, and goes back to waiting when the process idles out.
     pub async fn run(self) {
-        let spec = &self.env.function.spec;
+        let function = self.env.function.clone();
+        let spec = &function.spec;
+        let on_demand = spec.idle_timeout.is_some();
         let mut failures: u32 = 0;
         loop {
+            if on_demand && !self.wait_for_demand().await {
+                return;
+            }
             self.env.begin(&self.stop);
-            let exit = match self.spawn() {
-                Ok(child) => self.watch(child).await,
-                Err(error) => Exit::SpawnFailed(error),
+            let generation = function.code_generation.load(Ordering::SeqCst);
+            self.env.code_generation.store(generation, Ordering::SeqCst);
+            let exit = match self.start(generation).await {
+                Ok(child) => {
+                    let metrics = &function.metrics;
+                    metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    metrics.environments.fetch_add(1, Ordering::Relaxed);
+                    let exit = self.watch(child, generation).await;
+                    metrics.environments.fetch_sub(1, Ordering::Relaxed);
+                    exit
+                }
+                Err(exit) => exit,
             };
+            self.env.started();
             let polled = self.env.polled.load(Ordering::SeqCst);
             let answered = self.env.answered.load(Ordering::SeqCst);
             let failed = self.env.end(|id| exit.error(&spec.name, id));
             match exit {
                 Exit::Stopped => return,
+                Exit::Idle | Exit::Reload => {
+                    tracing::debug!(
+                        function = %spec.name,
+                        process = self.env.index,
+                        reason = if matches!(exit, Exit::Idle) { "idle" } else { "code changed" },
+                        "process stopped"
+                    );
+                    failures = 0;
+                    continue;
+                }
                 Exit::TimedOut => {
                     tracing::warn!(
                         function = %spec.name,
@@ -223,17 +301,63 @@ impl Supervisor {
         }
     }
 
+    /// Waits until this environment should start a process: more invocations are queued
+    /// than processes are free or starting. Returns `false` when the server is stopping.
+    async fn wait_for_demand(&self) -> bool {
+        let function = &self.env.function;
+        loop {
+            let notified = function.demand.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let starting = function.starting.load(Ordering::SeqCst);
+            let free = function.waiting.load(Ordering::SeqCst) + starting;
+            if function.queued() > free {
+                if function
+                    .starting
+                    .compare_exchange(starting, starting + 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    self.env.starting.store(true, Ordering::SeqCst);
+                    return true;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.stop.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Compiles what needs compiling (TypeScript) and starts the process.
+    async fn start(&self, generation: u64) -> Result<Child, Exit> {
+        if let Some(launch) = self.env.function.launch.get() {
+            launch.compile(generation).await.map_err(|message| {
+                Exit::InitError(CallError::Function {
+                    error_type: "Runtime.UserCodeSyntaxError".into(),
+                    message,
+                })
+            })?;
+        }
+        self.spawn().map_err(Exit::SpawnFailed)
+    }
+
     fn spawn(&self) -> Result<Child, String> {
         let spec = &self.env.function.spec;
-        let (program, args) = spec
-            .command
+        let launch = self.env.function.launch.get();
+        let (program, args) = launch
+            .map_or(spec.command.as_slice(), |l| l.command.as_slice())
             .split_first()
             .ok_or_else(|| "the command is empty".to_owned())?;
+        let mut vars = environment(spec, &self.runtime_api, &self.management);
+        if let Some(launch) = launch {
+            merge_launch_env(&mut vars, &launch.env, &spec.env);
+        }
         let mut command = Command::new(program);
         command
             .args(args)
             .env_clear()
-            .envs(environment(spec, &self.runtime_api, &self.management))
+            .envs(vars)
             .current_dir(&spec.task_root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -255,13 +379,21 @@ impl Supervisor {
         Ok(child)
     }
 
-    async fn watch(&self, mut child: Child) -> Exit {
+    async fn watch(&self, mut child: Child, generation: u64) -> Exit {
         let mut deadlines = self.env.deadlines();
+        let mut idle = self.env.deadlines();
+        let mut busy = self.env.deadlines();
+        let spec = &self.env.function.spec;
+        let idle_timeout = spec.idle_timeout.unwrap_or(Duration::MAX);
         let exit = tokio::select! {
             status = child.wait() => match status {
+                // A process whose code went stale leaves when it asks for more work.
+                Ok(_) if self.env.stale() => Exit::Reload,
                 Ok(status) => Exit::Exited(status),
                 Err(error) => Exit::SpawnFailed(format!("cannot wait for the process: {error}")),
             },
+            _ = self.idle_for(&mut idle, idle_timeout), if spec.idle_timeout.is_some() => Exit::Idle,
+            _ = self.stale_and_idle(generation, &mut busy), if spec.watch_code => Exit::Reload,
             _ = self.stop.cancelled() => {
                 terminate(&mut child).await;
                 return Exit::Stopped;
@@ -273,6 +405,56 @@ impl Supervisor {
         // children included): they would keep polling the Runtime API.
         kill_group(&mut child).await;
         exit
+    }
+
+    /// Completes when the code changed since `generation` and the process holds no
+    /// invocation (it finishes the one it holds first).
+    async fn stale_and_idle(
+        &self,
+        generation: u64,
+        busy: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    ) {
+        let function = &self.env.function;
+        loop {
+            let notified = function.code_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let changed = function.code_generation.load(Ordering::SeqCst) != generation;
+            if changed && busy.borrow_and_update().is_none() && self.env.retire_if_idle() {
+                return;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                changed = busy.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    }
+
+    /// Completes when the process, past its init, has held no invocation for `timeout`; it
+    /// is then retired (a job handed to it meanwhile goes back into the queue).
+    async fn idle_for(
+        &self,
+        current: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+        timeout: Duration,
+    ) {
+        loop {
+            let busy = current.borrow_and_update().is_some();
+            if busy {
+                if current.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    if self.env.polled.load(Ordering::SeqCst) && self.env.retire_if_idle() {
+                        return;
+                    }
+                }
+                _ = self.env.waiting_again.notified() => {}
+                changed = current.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
     }
 
     /// Completes when the current process posts `/runtime/init/error`. A wake-up left over
@@ -420,6 +602,44 @@ fn emit(function: &str, stream: &str, line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_variables_join_the_functions_own() {
+        let mut vars = vec![
+            (
+                "NODE_OPTIONS".to_owned(),
+                "--max-old-space-size=64".to_owned(),
+            ),
+            ("TZ".to_owned(), ":UTC".to_owned()),
+        ];
+        let own = [
+            (
+                "NODE_OPTIONS".to_owned(),
+                "--max-old-space-size=64".to_owned(),
+            ),
+            ("NODE_PATH".to_owned(), "/mine".to_owned()),
+            ("SWITCHBOARD_SDK_NODE_MODULES".to_owned(), "/own".to_owned()),
+        ]
+        .into();
+        let runtime = [
+            ("NODE_OPTIONS".to_owned(), "--require /r.js".to_owned()),
+            ("NODE_PATH".to_owned(), "/sdk".to_owned()),
+            ("SWITCHBOARD_SDK_NODE_MODULES".to_owned(), "/sdk".to_owned()),
+        ];
+        merge_launch_env(&mut vars, &runtime, &own);
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("NODE_OPTIONS"),
+            Some("--require /r.js --max-old-space-size=64")
+        );
+        assert_eq!(get("NODE_PATH"), Some("/mine:/sdk"));
+        assert_eq!(
+            get("SWITCHBOARD_SDK_NODE_MODULES"),
+            None,
+            "left to environment()"
+        );
+        assert_eq!(get("TZ"), Some(":UTC"));
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_cap() {

@@ -12,7 +12,7 @@
 //! Answers are Lambda's: 202 `{"status":"OK"}`; 400 `InvalidRequestID` for an id that is not
 //! the environment's current invocation; 413 `RequestEntityTooLarge`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -61,6 +61,13 @@ pub struct Environment {
     /// Set by `POST /runtime/init/error`.
     pub(super) init_error: Mutex<Option<CallError>>,
     pub(super) init_failed: Notify,
+    /// Whether the current process counts in the function's `starting` (started on demand,
+    /// not yet asking for an invocation).
+    pub(super) starting: AtomicBool,
+    /// The function's code generation the current process started with.
+    pub(super) code_generation: AtomicU64,
+    /// Woken each time the process asks for an invocation (its idle time starts over).
+    pub(super) waiting_again: Notify,
 }
 
 impl std::fmt::Debug for Environment {
@@ -88,6 +95,9 @@ impl Environment {
             answered: AtomicBool::new(false),
             init_error: Mutex::new(None),
             init_failed: Notify::new(),
+            starting: AtomicBool::new(false),
+            code_generation: AtomicU64::new(0),
+            waiting_again: Notify::new(),
         }
     }
 
@@ -129,14 +139,48 @@ impl Environment {
         self.deadline.subscribe()
     }
 
-    /// Makes `job` the current invocation, unless its process has ended meanwhile.
+    /// The current process no longer counts as starting (it asked for work, or it ended).
+    pub(super) fn started(&self) {
+        if self.starting.swap(false, Ordering::SeqCst) {
+            self.function.starting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Ends the current process's right to work if it holds no invocation: a `next` waiting
+    /// for one returns, and a job it receives meanwhile goes back into the queue. Returns
+    /// whether it was idle.
+    pub(super) fn retire_if_idle(&self) -> bool {
+        let mut slot = self.slot();
+        if slot.current.is_some() {
+            return false;
+        }
+        slot.generation += 1;
+        slot.token.cancel();
+        true
+    }
+
+    /// Whether the code changed since the current process started.
+    pub(super) fn stale(&self) -> bool {
+        self.function.spec.watch_code
+            && self.code_generation.load(Ordering::SeqCst)
+                != self.function.code_generation.load(Ordering::SeqCst)
+    }
+
+    /// Makes `job` the current invocation, unless its process has ended meanwhile (then the
+    /// job goes back into the queue for another process).
     fn hand_out(&self, job: Job, generation: u64) -> Option<Bytes> {
         let mut slot = self.slot();
         if slot.generation != generation {
             drop(slot);
-            let _ = job
-                .reply
-                .send(Err(exit_error(&job.request_id, "the runtime exited")));
+            match self.function.queue.try_send(job) {
+                Ok(()) => self.function.demand.notify_waiters(),
+                Err(e) => {
+                    let job = e.into_inner();
+                    let _ = job
+                        .reply
+                        .send(Err(exit_error(&job.request_id, "the runtime exited")));
+                }
+            }
             return None;
         }
         slot.current = Some(Current {
@@ -180,6 +224,22 @@ pub fn router(env: Arc<Environment>) -> Router {
         .with_state(env)
 }
 
+/// Counts a process waiting in `next` for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn accepted() -> Response {
     (
         StatusCode::ACCEPTED,
@@ -214,6 +274,10 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
     if !env.polled.swap(true, Ordering::SeqCst) {
         env.function.live.fetch_add(1, Ordering::SeqCst);
     }
+    let waiting = Waiting::new(&env.function.waiting);
+    env.started();
+    // Waiting starts the idle clock over.
+    env.waiting_again.notify_waiters();
     let stopped = || {
         lambda_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -221,6 +285,11 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
             "the environment is shutting down",
         )
     };
+    // A process started before the code changed takes no new work: it exits, and the
+    // supervisor starts a fresh one when there is work.
+    if env.stale() {
+        return stopped();
+    }
     let job = loop {
         let received = {
             let mut jobs = tokio::select! {
@@ -241,6 +310,7 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
         }
         break job;
     };
+    drop(waiting);
     let mut headers = HeaderMap::new();
     let spec = &env.function.spec;
     let values = [

@@ -1,0 +1,2 @@
+const missing = require("a-package-nobody-installed");
+exports.handler = async () => missing();

@@ -1,0 +1,1 @@
+module.exports.main = async () => ({ statusCode: 200, body: "nested path" });

@@ -1,0 +1,3 @@
+exports.handler = async () => {
+  return { statusCode: 200 ;
+};
