@@ -168,6 +168,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Routes and authorizer from the API definition file; with no routes, `app` serves.
     pub api: ApiDefinition,
+    /// The inspector's page and stream (`/_switchboard/`).
+    pub inspector: InspectorSection,
 }
 
 impl Default for Config {
@@ -184,6 +186,7 @@ impl Default for Config {
             tls: None,
             cluster: None,
             api: ApiDefinition::default(),
+            inspector: InspectorSection::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl Config {
             api,
             limits: file.limits,
             chat: file.chat,
+            inspector: file.inspector,
             ..Config::default()
         };
         if let Some(stage) = file.stage {
@@ -329,6 +333,9 @@ pub struct FileConfig {
     /// Who may call the management API.
     #[serde(default)]
     pub management: ManagementSection,
+    /// The inspector.
+    #[serde(default)]
+    pub inspector: InspectorSection,
     /// TLS certificate and key.
     pub tls: Option<TlsFiles>,
     /// Cluster membership.
@@ -469,6 +476,21 @@ pub fn default_node_id() -> String {
         })
         .collect();
     format!("{host}-{}", std::process::id())
+}
+
+/// The `[inspector]` section: the live page at `/_switchboard/` and `switchboard tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectorSection {
+    /// Serve the page, its API and its stream (loopback callers only unless management
+    /// credentials are configured). `false` turns them off entirely.
+    pub enabled: bool,
+}
+
+impl Default for InspectorSection {
+    fn default() -> Self {
+        InspectorSection { enabled: true }
+    }
 }
 
 /// The `[management]` section: credentials for SigV4-signed management calls.

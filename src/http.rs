@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use crate::event::RequestHead;
 use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, Rejection, is_upgrade};
+use crate::inspector;
 use crate::management::{self, AwsError, Target};
 
 /// The addresses of the TCP connection a request came on.
@@ -44,6 +45,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(chat_ui))
         .route("/ui/{file}", get(chat_ui))
+        .route("/_switchboard", any(inspector::http::handle))
+        .route("/_switchboard/", any(inspector::http::handle))
+        .route("/_switchboard/{*rest}", any(inspector::http::handle))
         .fallback(dispatch)
         .with_state(gateway)
 }

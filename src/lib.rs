@@ -15,6 +15,7 @@ pub mod event;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod inspector;
 pub mod integration;
 pub mod limits;
 pub mod management;
