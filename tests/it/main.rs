@@ -27,6 +27,7 @@ mod config;
 mod conformance;
 mod e2e;
 mod gateway;
+mod inspector;
 mod integrations;
 mod integrations_lambda;
 mod integrations_python;
