@@ -81,7 +81,11 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
             }
         }
         (_, rest) if rest.starts_with("/api/connections/") => {
-            let id = rest.trim_start_matches("/api/connections/").to_owned();
+            let raw = rest.trim_start_matches("/api/connections/");
+            // Ids hold `=`, `+` and `/`: the page sends them percent-encoded.
+            let id = percent_encoding::percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .into_owned();
             manage(&gw, method, &id, request).await
         }
         _ => json_error(StatusCode::NOT_FOUND, "Not found"),

@@ -92,7 +92,12 @@ async fn the_stream_shows_frame_route_invocation_post_and_disconnect() {
 
     // A post from the inspector's API reaches the client and is reported with its caller.
     let http = reqwest::Client::new();
-    let url = server.http(&format!("/_switchboard/api/connections/{id}"));
+    // Ids hold `=`, `+` and `/`: the page percent-encodes them.
+    let encoded = id
+        .replace('=', "%3D")
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    let url = server.http(&format!("/_switchboard/api/connections/{encoded}"));
     let r = http
         .post(&url)
         .header("X-Switchboard", "1")
@@ -376,4 +381,35 @@ async fn tail_json_follows_the_stream_end_to_end() {
         .unwrap()
         .unwrap();
     assert!(tail_status.success());
+}
+
+/// The page in Debian's chromium driven by playwright-core (`tests/browser/inspector.test.mjs`,
+/// run as `tests/it/browser.rs` runs the chat's).
+#[test]
+fn inspector_page_in_a_real_browser() {
+    use std::path::Path;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run ./scripts/test.sh (or `npm ci` in tests/browser)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run ./scripts/test.sh (or `apt-get install chromium`)"
+    );
+    let output = std::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "inspector.test.mjs"])
+        .current_dir(&dir)
+        .env("SWITCHBOARD_BIN", env!("CARGO_BIN_EXE_switchboard"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(output.status.success(), "browser test failed:\n{report}");
 }
