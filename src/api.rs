@@ -146,6 +146,11 @@ impl Api {
         keys
     }
 
+    /// The route selection expression.
+    pub fn selection(&self) -> &SelectionExpression {
+        &self.selection
+    }
+
     /// Selects the route for a message.
     pub fn select(&self, message: &Message) -> Selected<'_> {
         let default = || self.routes.get(keys::DEFAULT);

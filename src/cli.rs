@@ -230,3 +230,174 @@ mod tests {
         );
     }
 }
+
+/// Options of `switchboard tail`.
+#[derive(Debug, Clone, Default)]
+pub struct TailOptions {
+    /// The server, e.g. `http://127.0.0.1:8080` (a path after it is ignored).
+    pub endpoint: String,
+    /// Only events of this route.
+    pub route: Option<String>,
+    /// Only events of this connection.
+    pub connection: Option<String>,
+    /// Only events of this function.
+    pub function: Option<String>,
+    /// Print each event's JSON instead of a line of text.
+    pub json: bool,
+    /// Colour the lines (when stdout is a terminal).
+    pub colour: bool,
+    /// HTTP Basic credentials (access key id, secret) when the server has management
+    /// credentials configured.
+    pub credentials: Option<(String, String)>,
+}
+
+/// `switchboard tail`: follows the inspector's event stream and writes one line per event to
+/// `out` until the server ends the stream.
+pub async fn tail(
+    options: TailOptions,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CliError> {
+    let mut url = reqwest::Url::parse(&options.endpoint)
+        .map_err(|e| CliError::Http(format!("invalid endpoint {:?}: {e}", options.endpoint)))?;
+    url.set_path("/_switchboard/stream");
+    url.set_query(None);
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in [
+            ("route", &options.route),
+            ("connection", &options.connection),
+            ("function", &options.function),
+        ] {
+            if let Some(value) = value {
+                query.append_pair(key, value);
+            }
+        }
+    }
+    let mut request = reqwest::Client::new().get(url);
+    if let Some((id, secret)) = &options.credentials {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| CliError::Http(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Err(CliError::Api {
+            status: status.as_u16(),
+            error_type: "InspectorError".into(),
+            message,
+        });
+    }
+    let mut buffer = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| CliError::Http(e.to_string()))?
+    {
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data: ") else {
+                continue;
+            };
+            let text = if options.json {
+                data.to_owned()
+            } else {
+                match serde_json::from_str(data) {
+                    Ok(event) => tail_line(&event, options.colour),
+                    Err(_) => data.to_owned(),
+                }
+            };
+            writeln!(out, "{text}")
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::Http(format!("cannot write: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// One inspector event as a line of text, coloured with ANSI codes when `colour`.
+pub fn tail_line(event: &serde_json::Value, colour: bool) -> String {
+    let s = |key: &str| match &event[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let kind = s("type");
+    let time = event["time_ms"]
+        .as_i64()
+        .map(crate::time::iso_ms)
+        .unwrap_or_default();
+    let (code, text) = match kind.as_str() {
+        "connected" => (
+            "32",
+            format!("{} from {}", s("connection_id"), s("source_ip")),
+        ),
+        "disconnected" => (
+            "33",
+            format!("{} code {} {}", s("connection_id"), s("code"), s("reason")),
+        ),
+        "frame" => (
+            "0",
+            format!("{} {} B {}", s("connection_id"), s("size"), s("text")),
+        ),
+        "route" => (
+            "36",
+            format!(
+                "{} -> {} ({} = {})",
+                s("connection_id"),
+                s("route"),
+                s("expression"),
+                s("selection")
+            ),
+        ),
+        "invocation" => (
+            if event["failed"].as_bool() == Some(true) {
+                "31"
+            } else {
+                "35"
+            },
+            format!(
+                "{} {} {} status {} {:.1} ms request {}",
+                s("connection_id"),
+                s("route"),
+                s("function"),
+                s("status"),
+                event["duration_ms"].as_f64().unwrap_or(0.0),
+                s("request_id")
+            ),
+        ),
+        "management" => (
+            if event["status"].as_u64() == Some(410) {
+                "31"
+            } else {
+                "34"
+            },
+            format!(
+                "{} {} by {}: {}",
+                s("operation"),
+                s("connection_id"),
+                s("caller"),
+                s("status")
+            ),
+        ),
+        "function_log" => (
+            "0",
+            format!("{} {} {}", s("function"), s("request_id"), s("line")),
+        ),
+        "dropped" => ("33", format!("{} events dropped", s("count"))),
+        _ => ("0", event.to_string()),
+    };
+    if colour {
+        format!("{time} \x1b[{code}m{kind:<12}\x1b[0m {text}")
+    } else {
+        format!("{time} {kind:<12} {text}")
+    }
+}

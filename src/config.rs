@@ -171,6 +171,8 @@ pub struct Config {
     pub api: ApiDefinition,
     /// The DynamoDB-compatible endpoint (`[dynamodb]`).
     pub dynamodb: DynamoDbConfig,
+    /// The inspector's page and stream (`/_switchboard/`).
+    pub inspector: InspectorSection,
 }
 
 impl Default for Config {
@@ -188,6 +190,7 @@ impl Default for Config {
             cluster: None,
             api: ApiDefinition::default(),
             dynamodb: DynamoDbConfig::default(),
+            inspector: InspectorSection::default(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl Config {
             limits: file.limits,
             chat: file.chat,
             dynamodb: file.dynamodb,
+            inspector: file.inspector,
             ..Config::default()
         };
         if let Some(stage) = file.stage {
@@ -351,6 +355,9 @@ pub struct FileConfig {
     /// Who may call the management API.
     #[serde(default)]
     pub management: ManagementSection,
+    /// The inspector.
+    #[serde(default)]
+    pub inspector: InspectorSection,
     /// TLS certificate and key.
     pub tls: Option<TlsFiles>,
     /// Cluster membership.
@@ -644,6 +651,21 @@ pub fn default_node_id() -> String {
         })
         .collect();
     format!("{host}-{}", std::process::id())
+}
+
+/// The `[inspector]` section: the live page at `/_switchboard/` and `switchboard tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectorSection {
+    /// Serve the page, its API and its stream (loopback callers only unless management
+    /// credentials are configured). `false` turns them off entirely.
+    pub enabled: bool,
+}
+
+impl Default for InspectorSection {
+    fn default() -> Self {
+        InspectorSection { enabled: true }
+    }
 }
 
 /// The `[management]` section: credentials for SigV4-signed management calls.

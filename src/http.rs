@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Extension, Router};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
@@ -24,6 +24,7 @@ use crate::dynamodb::{self, DynamoDb};
 use crate::event::RequestHead;
 use crate::gateway::Gateway;
 use crate::gateway::handshake::{self, Rejection, is_upgrade};
+use crate::inspector;
 use crate::management::{self, AwsError, Target};
 
 /// The addresses of the TCP connection a request came on.
@@ -47,6 +48,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(chat_ui).post(dynamodb_call))
         .route("/ui/{file}", get(chat_ui))
+        .route("/_switchboard", any(inspector::http::handle))
+        .route("/_switchboard/", any(inspector::http::handle))
+        .route("/_switchboard/{*rest}", any(inspector::http::handle))
         .fallback(dispatch)
         .with_state(gateway)
 }

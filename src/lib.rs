@@ -16,6 +16,7 @@ pub mod event;
 pub mod gateway;
 pub mod http;
 mod ids;
+pub mod inspector;
 pub mod integration;
 mod limits;
 pub mod management;

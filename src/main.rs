@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switchboard::cli::{self, ConnectOptions, ManageCall};
+use switchboard::cli::{self, ConnectOptions, ManageCall, TailOptions};
 use switchboard::config::{Config, FileConfig, Settings};
 use switchboard::template::{self, Format, Loaded};
 
@@ -34,6 +34,8 @@ enum Command {
     Get(ManageArgs),
     /// DeleteConnection: close a connection.
     Delete(ManageArgs),
+    /// Follow the inspector's live event stream, one line per event.
+    Tail(TailArgs),
     /// Load-test a WebSocket chat server (this one or another).
     #[command(subcommand)]
     Bench(switchboard_bench::BenchCommand),
@@ -102,6 +104,25 @@ struct ManageArgs {
 }
 
 #[derive(Args)]
+struct TailArgs {
+    /// The server, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// Only events of this route.
+    #[arg(long)]
+    route: Option<String>,
+    /// Only events of this connection (ids may start with `-`).
+    #[arg(long, allow_hyphen_values = true)]
+    connection: Option<String>,
+    /// Only events of this function (integration name).
+    #[arg(long)]
+    function: Option<String>,
+    /// Print each event as its JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct PostArgs {
     #[command(flatten)]
     target: ManageArgs,
@@ -155,6 +176,28 @@ fn main() -> anyhow::Result<()> {
                 &args.endpoint,
                 &args.connection_id,
                 ManageCall::Delete,
+            ))?;
+            Ok(())
+        }
+        Command::Tail(args) => {
+            use std::io::IsTerminal;
+            let stdout = std::io::stdout();
+            let colour = stdout.is_terminal();
+            let credentials = std::env::var("AWS_ACCESS_KEY_ID")
+                .ok()
+                .zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
+            let mut out = stdout;
+            runtime.block_on(cli::tail(
+                TailOptions {
+                    endpoint: args.endpoint,
+                    route: args.route,
+                    connection: args.connection,
+                    function: args.function,
+                    json: args.json,
+                    colour,
+                    credentials,
+                },
+                &mut out,
             ))?;
             Ok(())
         }

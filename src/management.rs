@@ -20,6 +20,7 @@ use crate::deferred::Deferred;
 use crate::gateway::frame::OutFrame;
 use crate::gateway::registry::{ConnectionInfo, ManageError, Registry};
 use crate::ids::Id;
+use crate::inspector::{self, Caller, Inspector, Kind};
 use crate::metrics::Metrics;
 use crate::sigv4::{Credential, SignedRequest, Verifier};
 use crate::time;
@@ -31,6 +32,7 @@ pub struct ManagementApi {
     max_payload: usize,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
+    inspector: Arc<Inspector>,
     /// Where posts that must await another node are finished when the caller does not wait.
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -62,6 +64,7 @@ impl ManagementApi {
             max_payload,
             verifier: Arc::default(),
             metrics: Arc::default(),
+            inspector: Arc::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -93,22 +96,89 @@ impl ManagementApi {
         self
     }
 
+    /// Publishes every call's outcome to `inspector` (the server's event stream).
+    pub fn inspected_by(mut self, inspector: Arc<Inspector>) -> Self {
+        self.inspector = inspector;
+        self
+    }
+
+    /// The event stream this API publishes its calls to.
+    pub fn inspector(&self) -> &Arc<Inspector> {
+        &self.inspector
+    }
+
     /// PostToConnection: sends `data` as one frame (text when it is UTF-8, else binary).
     pub fn post(&self, id: &Id, data: &[u8]) -> Deferred<Result<(), PostError>> {
-        if data.len() > self.max_payload {
-            return Deferred::Ready(Err(PostError::TooLarge(self.max_payload)));
-        }
-        match self.count(self.registry.post(id, &OutFrame::data(data))) {
-            Deferred::Ready(r) => Deferred::Ready(r.map_err(PostError::from)),
-            Deferred::Pending(f) => {
-                Deferred::Pending(Box::pin(async move { f.await.map_err(PostError::from) }))
+        self.post_as(Caller::BuiltIn, id, data)
+    }
+
+    /// [`ManagementApi::post`] on behalf of `caller`, as the inspector reports it.
+    pub fn post_as(&self, caller: Caller, id: &Id, data: &[u8]) -> Deferred<Result<(), PostError>> {
+        let result = if data.len() > self.max_payload {
+            Deferred::Ready(Err(PostError::TooLarge(self.max_payload)))
+        } else {
+            match self.count(self.registry.post(id, &OutFrame::data(data))) {
+                Deferred::Ready(r) => Deferred::Ready(r.map_err(PostError::from)),
+                Deferred::Pending(f) => {
+                    Deferred::Pending(Box::pin(async move { f.await.map_err(PostError::from) }))
+                }
             }
-        }
+        };
+        self.inspect(caller, "post", id, Some(data), result, |e| {
+            AwsError::from(e.clone()).status.as_u16()
+        })
     }
 
     /// Posts an already encoded frame; the way to send one payload to many connections.
     pub fn post_frame(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
-        self.count(self.registry.post(id, frame))
+        let result = self.count(self.registry.post(id, frame));
+        self.inspect(Caller::BuiltIn, "post", id, None, result, manage_status)
+    }
+
+    /// Reports a call's outcome to the inspector, now or when it is known; with nobody
+    /// watching, one relaxed load and the result unchanged.
+    fn inspect<T: Send + 'static, E: Send + 'static>(
+        &self,
+        caller: Caller,
+        operation: &'static str,
+        id: &Id,
+        data: Option<&[u8]>,
+        result: Deferred<Result<T, E>>,
+        status_of: fn(&E) -> u16,
+    ) -> Deferred<Result<T, E>> {
+        if !self.inspector.is_watched() {
+            return result;
+        }
+        let (size, text) = match data {
+            Some(data) => (Some(data.len()), Some(inspector::cut_bytes(data))),
+            None => (None, None),
+        };
+        let connection_id = inspector::id(id);
+        let event = move |status: u16| Kind::Management {
+            connection_id,
+            operation,
+            caller: caller.to_string(),
+            status,
+            size,
+            text,
+        };
+        let ok = if operation == "delete" { 204 } else { 200 };
+        match result {
+            Deferred::Ready(r) => {
+                let status = r.as_ref().map_or_else(status_of, |_| ok);
+                self.inspector.publish(|| event(status));
+                Deferred::Ready(r)
+            }
+            Deferred::Pending(f) => {
+                let inspector = Arc::clone(&self.inspector);
+                Deferred::Pending(Box::pin(async move {
+                    let r = f.await;
+                    let status = r.as_ref().map_or_else(status_of, |_| ok);
+                    inspector.publish(|| event(status));
+                    r
+                }))
+            }
+        }
     }
 
     /// Posts an encoded frame without waiting for the outcome, for callers that are not on the
@@ -136,18 +206,34 @@ impl ManagementApi {
 
     /// GetConnection.
     pub fn get(&self, id: &Id) -> Deferred<Result<ConnectionInfo, ManageError>> {
-        self.registry.info(id)
+        self.get_as(Caller::BuiltIn, id)
+    }
+
+    /// [`ManagementApi::get`] on behalf of `caller`.
+    pub fn get_as(&self, caller: Caller, id: &Id) -> Deferred<Result<ConnectionInfo, ManageError>> {
+        let result = self.registry.info(id);
+        self.inspect(caller, "get", id, None, result, manage_status)
     }
 
     /// DeleteConnection: closes the connection with 1000.
     pub fn delete(&self, id: &Id) -> Deferred<Result<(), ManageError>> {
-        self.registry.disconnect(id)
+        self.delete_as(Caller::BuiltIn, id)
+    }
+
+    /// [`ManagementApi::delete`] on behalf of `caller`.
+    pub fn delete_as(&self, caller: Caller, id: &Id) -> Deferred<Result<(), ManageError>> {
+        let result = self.registry.disconnect(id);
+        self.inspect(caller, "delete", id, None, result, manage_status)
     }
 
     /// The largest payload a post accepts.
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
+}
+
+fn manage_status(e: &ManageError) -> u16 {
+    AwsError::from(e.clone()).status.as_u16()
 }
 
 /// What a request path addresses.
@@ -375,11 +461,13 @@ async fn handle_inner(
             if body.len() > limit {
                 return Err(PostError::TooLarge(limit).into());
             }
-            api.post(&id, &body).resolve().await?;
+            api.post_as(Caller::Http(peer), &id, &body)
+                .resolve()
+                .await?;
             Ok(StatusCode::OK.into_response())
         }
         Method::GET => {
-            let info = api.get(&id).resolve().await?;
+            let info = api.get_as(Caller::Http(peer), &id).resolve().await?;
             let body = info_json(&info);
             let mut response = (StatusCode::OK, body).into_response();
             response.headers_mut().insert(
@@ -389,7 +477,7 @@ async fn handle_inner(
             Ok(response)
         }
         Method::DELETE => {
-            api.delete(&id).resolve().await?;
+            api.delete_as(Caller::Http(peer), &id).resolve().await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(AwsError::new(

@@ -27,6 +27,7 @@ use crate::gateway::handshake::{self, is_upgrade};
 use crate::gateway::registry::{LocalRegistry, Registry};
 use crate::gateway::{self, Gateway};
 use crate::http::{self, ConnInfo, Prefixed};
+use crate::inspector::Inspector;
 use crate::integration::Integration;
 use crate::integration::definition::BuiltinName;
 use crate::integration::echo::Echo;
@@ -177,7 +178,11 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
             .with_credentials(config.management_credentials.clone())
-            .counting_into(metrics.clone());
+            .counting_into(metrics.clone())
+            .inspected_by(Arc::new(Inspector::new(
+                config.inspector.enabled,
+                config.management_credentials.clone(),
+            )));
         let api = build(management.clone(), cluster.as_ref())?;
         let api_context = ApiContext {
             api_id: config.api_id.clone(),

@@ -11,29 +11,99 @@ use std::time::{Duration, Instant};
 
 use crate::api::Route;
 use crate::deferred::Deferred;
-use crate::event::Event;
+use crate::event::{Event, Response};
+use crate::inspector::{self, Inspector, Kind};
 use crate::integration::{IntegrationError, Invocation};
 
 /// Invokes `route`'s integration with `event`; a pending answer fails with
-/// [`IntegrationError::Timeout`] after `timeout`.
-pub(crate) fn call(route: &Arc<Route>, event: &Event<'_>, timeout: Duration) -> Invocation {
+/// [`IntegrationError::Timeout`] after `timeout`. The outcome is published to `inspector` when
+/// anyone watches (the event is serialised only then).
+pub(crate) fn call(
+    inspector: &Arc<Inspector>,
+    route: &Arc<Route>,
+    event: &Event<'_>,
+    timeout: Duration,
+) -> Invocation {
     route.metrics.messages.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
+    let watched = inspector.is_watched().then(|| Watched::new(route, event));
     match route.integration.invoke(event) {
         Deferred::Ready(result) => {
             record(route, started, result.is_err());
+            if let Some(watched) = watched {
+                watched.publish(inspector, started, &result);
+            }
             Deferred::Ready(result)
         }
         Deferred::Pending(future) => {
             let route = Arc::clone(route);
+            let inspector = watched.as_ref().map(|_| Arc::clone(inspector));
             Deferred::Pending(Box::pin(async move {
                 let result = tokio::time::timeout(timeout, future)
                     .await
                     .unwrap_or(Err(IntegrationError::Timeout));
                 record(&route, started, result.is_err());
+                if let (Some(watched), Some(inspector)) = (watched, inspector) {
+                    watched.publish(&inspector, started, &result);
+                }
                 result
             }))
         }
+    }
+}
+
+/// What the inspector reports of a call, taken before the event is gone.
+struct Watched {
+    connection_id: String,
+    route: String,
+    function: String,
+    request_id: String,
+    event: String,
+}
+
+impl Watched {
+    #[cold]
+    fn new(route: &Route, event: &Event<'_>) -> Self {
+        Watched {
+            connection_id: inspector::id(&event.connection_id()),
+            route: route.key.to_string(),
+            function: route.integration.name().to_owned(),
+            request_id: inspector::id(&event.request_id),
+            event: inspector::cut_bytes(&event.to_json()),
+        }
+    }
+
+    fn publish(
+        self,
+        inspector: &Inspector,
+        started: Instant,
+        result: &Result<Response, IntegrationError>,
+    ) {
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        inspector.publish(|| {
+            let (status, error, response) = match result {
+                Ok(response) => (
+                    Some(response.status_code),
+                    None,
+                    serde_json::to_vec(response)
+                        .ok()
+                        .map(|json| inspector::cut_bytes(&json)),
+                ),
+                Err(error) => (None, Some(error.to_string()), None),
+            };
+            Kind::Invocation {
+                connection_id: self.connection_id,
+                route: self.route,
+                function: self.function,
+                request_id: self.request_id,
+                failed: !matches!(status, Some(200..=299)),
+                status,
+                error,
+                duration_ms,
+                event: self.event,
+                response,
+            }
+        });
     }
 }
 
@@ -109,7 +179,7 @@ mod tests {
     #[test]
     fn a_ready_answer_is_counted_without_a_future() {
         let route = route(false);
-        let invocation = with_event(|e| call(&route, e, Duration::from_secs(1)));
+        let invocation = with_event(|e| call(&Arc::default(), &route, e, Duration::from_secs(1)));
         assert!(matches!(invocation, Deferred::Ready(Ok(_))));
         assert_eq!(route.metrics.messages.load(Ordering::Relaxed), 1);
         assert_eq!(route.metrics.errors.load(Ordering::Relaxed), 0);
@@ -118,7 +188,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pending_answer_times_out_and_counts_as_an_error() {
         let route = route(true);
-        let invocation = with_event(|e| call(&route, e, Duration::from_millis(50)));
+        let invocation =
+            with_event(|e| call(&Arc::default(), &route, e, Duration::from_millis(50)));
         let result = invocation.resolve().await;
         assert!(matches!(result, Err(IntegrationError::Timeout)));
         assert_eq!(route.metrics.messages.load(Ordering::Relaxed), 1);

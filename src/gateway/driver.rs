@@ -30,13 +30,14 @@ use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
-use crate::api::Route;
+use crate::api::{Route, Selected};
 use crate::deferred::Deferred;
 use crate::event::{Event, EventKind, Message, Response};
 use crate::gateway::conn::{Conn, SLOW_CONSUMER};
 use crate::gateway::frame::{Decoded, Decoder, OutFrame, Violation};
 use crate::gateway::{Gateway, call};
 use crate::ids::Id;
+use crate::inspector::{self, Kind};
 use crate::integration::IntegrationError;
 use crate::limits::TokenBucket;
 use crate::time;
@@ -423,6 +424,10 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         let gw = self.gw;
         let selected = gw.api.select(&message);
         let request_id = Id::random();
+        let inspector = gw.management.inspector();
+        if inspector.is_watched() {
+            self.inspect(&message, &selected);
+        }
         let Some(route) = selected.route else {
             gw.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
             self.send_error("Forbidden", request_id);
@@ -440,7 +445,7 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                 json: selected.json.as_ref(),
             },
         };
-        match call::call(route, &event, gw.limits.integration_timeout()) {
+        match call::call(inspector, route, &event, gw.limits.integration_timeout()) {
             Deferred::Ready(result) => self.on_result(route, result, request_id),
             Deferred::Pending(future) => {
                 let route = route.clone();
@@ -458,6 +463,40 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
                 ));
             }
         }
+    }
+
+    /// Publishes a message and its route decision to the inspector.
+    #[cold]
+    fn inspect(&self, message: &Message, selected: &Selected<'_>) {
+        let inspector = self.gw.management.inspector();
+        let connection_id = inspector::id(&self.conn.id());
+        let text = (!message.binary).then(|| String::from_utf8_lossy(&message.data));
+        let (text, truncated) = match text.as_deref().map(inspector::cut) {
+            Some((text, truncated)) => (Some(text), truncated),
+            None => (None, false),
+        };
+        inspector.publish(|| Kind::Frame {
+            connection_id: connection_id.clone(),
+            size: message.data.len(),
+            text,
+            truncated,
+            binary: message.binary,
+        });
+        let expression = self.gw.api.selection();
+        let selection = match (&selected.json, message.binary) {
+            (_, true) => None,
+            (Some(json), false) => Some(expression.evaluate_json(json)),
+            (None, false) if !expression.needs_json() => {
+                Some(expression.evaluate_json(&serde_json::Value::Null))
+            }
+            (None, false) => None,
+        };
+        inspector.publish(|| Kind::Route {
+            connection_id,
+            route: selected.route.map(|r| r.key.to_string()),
+            selection,
+            expression: expression.as_str().to_owned(),
+        });
     }
 
     /// The connection's span, for what the task logs.

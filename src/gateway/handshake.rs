@@ -289,7 +289,12 @@ async fn connect(
     let mut protocol = None;
     if let Some(route) = gw.api.get(keys::CONNECT) {
         let timeout = gw.limits.integration_timeout();
-        let invocation = call::call(route, &request.event(&context), timeout);
+        let invocation = call::call(
+            gw.management.inspector(),
+            route,
+            &request.event(&context),
+            timeout,
+        );
         match invocation.resolve().await {
             Ok(response) if response.is_success() => {
                 protocol = response.header("sec-websocket-protocol").map(str::to_owned);

@@ -27,6 +27,7 @@ use crate::gateway::frame::DecodeLimits;
 use crate::gateway::handshake::Accepted;
 use crate::gateway::registry::Registry;
 use crate::ids::Id;
+use crate::inspector::{self, Kind};
 use crate::management::ManagementApi;
 use crate::metrics::Metrics;
 use crate::time;
@@ -76,6 +77,11 @@ where
             return;
         }
         span().in_scope(|| tracing::info!(source_ip = %conn.context.source_ip, "connected"));
+        gw.management.inspector().publish(|| Kind::Connected {
+            connection_id: inspector::id(&id),
+            source_ip: conn.context.source_ip.to_string(),
+            user_agent: conn.context.user_agent.as_deref().map(str::to_owned),
+        });
         gw.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
@@ -90,6 +96,11 @@ where
             tracing::info!(code = disconnect.code, reason = %disconnect.reason, "disconnected");
         });
         gw.metrics.closed(disconnect.code);
+        gw.management.inspector().publish(|| Kind::Disconnected {
+            connection_id: inspector::id(&id),
+            code: disconnect.code,
+            reason: disconnect.reason.to_string(),
+        });
         // Boxed: only a closing connection needs room for the `$disconnect` call.
         Box::pin(gw.run_disconnect(&conn, &disconnect).instrument(span())).await;
     }
@@ -188,7 +199,11 @@ impl Gateway {
             },
         };
         let timeout = self.limits.integration_timeout();
-        if let Err(error) = call::call(route, &event, timeout).resolve().await {
+        let inspector = self.management.inspector();
+        if let Err(error) = call::call(inspector, route, &event, timeout)
+            .resolve()
+            .await
+        {
             tracing::warn!(%error, "$disconnect integration failed");
         }
     }

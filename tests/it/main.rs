@@ -29,6 +29,7 @@ mod conformance;
 mod dynamodb;
 mod e2e;
 mod gateway;
+mod inspector;
 mod integrations;
 mod integrations_lambda;
 mod integrations_python;

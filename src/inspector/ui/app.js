@@ -1,0 +1,160 @@
+// switchboard inspector: the live event stream (Server-Sent Events), the connections and
+// routes (polled JSON), four charts. Every piece of data is inserted with textContent.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const MAX_EVENTS = 500;
+const HISTORY = 300; // samples, one a second: five minutes
+let dropped = 0;
+let source = null;
+const samples = [];
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function time(ms) {
+  return ms ? new Date(ms).toISOString().slice(11, 23) : '';
+}
+
+function describe(ev) {
+  switch (ev.type) {
+    case 'connected': return `connected ${ev.connection_id} from ${ev.source_ip}`;
+    case 'disconnected': return `disconnected ${ev.connection_id} code ${ev.code} ${ev.reason}`;
+    case 'frame': return `frame in ${ev.connection_id} (${ev.size} B) ${ev.binary ? '[binary]' : ev.text}${ev.truncated ? '…' : ''}`;
+    case 'route': return `route ${ev.route ?? '(none)'} selected for ${ev.connection_id}: ${ev.expression} = ${ev.selection ?? '(not JSON)'}`;
+    case 'invocation': return `invocation ${ev.route} → ${ev.function} ${ev.status ?? ev.error} in ${ev.duration_ms.toFixed(1)} ms (request ${ev.request_id})`;
+    case 'management': return `@connections ${ev.operation} ${ev.connection_id} by ${ev.caller}: ${ev.status}${ev.text ? ' ' + ev.text : ''}`;
+    case 'function_log': return `log ${ev.function} ${ev.request_id}: ${ev.line}`;
+    case 'dropped': return `dropped ${ev.count} events (the page fell behind)`;
+    default: return JSON.stringify(ev);
+  }
+}
+
+function addEvent(ev) {
+  const li = el('li', `${time(ev.time_ms)} ${describe(ev)}`, ev.type);
+  li.dataset.type = ev.type;
+  if (ev.type === 'dropped') {
+    dropped += ev.count;
+    $('dropped').textContent = String(dropped);
+  }
+  if ((ev.type === 'invocation' && ev.failed) ) li.classList.add('error');
+  if (ev.type === 'management' && ev.status === 410) li.classList.add('gone');
+  if (ev.type === 'invocation') {
+    li.addEventListener('click', () => {
+      const detail = $('detail');
+      const pretty = (s) => { try { return JSON.stringify(JSON.parse(s), null, 2); } catch { return s; } };
+      detail.textContent = `event:\n${pretty(ev.event)}\n\nresponse:\n${ev.response ? pretty(ev.response) : ev.error}`;
+      detail.hidden = false;
+    });
+  }
+  const list = $('events');
+  list.insertBefore(li, list.firstChild);
+  while (list.childElementCount > MAX_EVENTS) list.lastChild.remove();
+}
+
+function subscribe() {
+  if (source) source.close();
+  const q = new URLSearchParams();
+  for (const k of ['connection', 'route', 'function']) {
+    const v = $('f-' + k).value.trim();
+    if (v) q.set(k, v);
+  }
+  source = new EventSource('/_switchboard/stream?' + q.toString());
+  source.onopen = () => { $('status').textContent = 'live'; };
+  source.onerror = () => { $('status').textContent = 'reconnecting…'; };
+  source.onmessage = (m) => addEvent(JSON.parse(m.data));
+}
+
+async function call(method, id, body) {
+  const r = await fetch('/_switchboard/api/connections/' + encodeURIComponent(id), {
+    method, body, headers: { 'X-Switchboard': '1' },
+  });
+  return r.status;
+}
+
+async function refreshConnections() {
+  const data = await (await fetch('/_switchboard/api/connections')).json();
+  const body = $('connections').tBodies[0];
+  const rows = data.connections.map((c) => {
+    const tr = el('tr');
+    tr.dataset.id = c.id;
+    for (const v of [c.id, c.source_ip, c.user_agent ?? '', time(c.connected_at_ms), time(c.last_active_ms), c.queued_bytes]) {
+      tr.appendChild(el('td', v));
+    }
+    const form = el('form');
+    const input = el('input');
+    input.placeholder = 'message';
+    input.setAttribute('aria-label', 'message to ' + c.id);
+    const send = el('button', 'Post');
+    send.type = 'submit';
+    form.append(input, send);
+    form.addEventListener('submit', (e) => { e.preventDefault(); call('POST', c.id, input.value).then(() => { input.value = ''; }); });
+    const tdForm = el('td'); tdForm.appendChild(form); tr.appendChild(tdForm);
+    const del = el('button', 'Disconnect');
+    del.type = 'button';
+    del.addEventListener('click', () => call('DELETE', c.id));
+    const tdDel = el('td'); tdDel.appendChild(del); tr.appendChild(tdDel);
+    return tr;
+  });
+  // Keep a row whose input has focus, so typing is not interrupted.
+  const focused = document.activeElement && document.activeElement.closest('tr');
+  if (focused && body.contains(focused)) return;
+  body.replaceChildren(...rows);
+}
+
+async function refreshRoutes() {
+  const data = await (await fetch('/_switchboard/api/routes')).json();
+  $('expression').textContent = data.selection_expression;
+  const fmt = (v) => (v === null || v === undefined ? '' : v.toFixed(1));
+  $('routes').tBodies[0].replaceChildren(...data.routes.map((r) => {
+    const tr = el('tr');
+    for (const v of [r.route, r.function, r.invocations, r.errors, fmt(r.p50_ms), fmt(r.p90_ms), fmt(r.p99_ms)]) tr.appendChild(el('td', v));
+    return tr;
+  }));
+}
+
+function draw(id, values) {
+  const canvas = $(id);
+  const ctx = canvas.getContext('2d');
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const max = Math.max(1, ...values);
+  ctx.strokeStyle = '#3b5bdb';
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / Math.max(1, HISTORY - 1)) * canvas.width;
+    const y = canvas.height - 12 - (v / max) * (canvas.height - 14);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillStyle = '#6b7385';
+  ctx.font = '10px sans-serif';
+  ctx.fillText(`now ${values.length ? values[values.length - 1].toFixed(0) : 0}, max ${max.toFixed(0)}`, 2, canvas.height - 1);
+}
+
+async function refreshStats() {
+  const s = await (await fetch('/_switchboard/api/stats')).json();
+  samples.push(s);
+  while (samples.length > HISTORY + 1) samples.shift();
+  const rate = (key) => samples.slice(1).map((x, i) => {
+    const dt = (x.time_ms - samples[i].time_ms) / 1000;
+    return dt > 0 ? (x[key] - samples[i][key]) / dt : 0;
+  });
+  draw('chart-open', samples.map((x) => x.open_connections));
+  draw('chart-frames', rate('frames_in'));
+  draw('chart-deliveries', rate('deliveries'));
+  draw('chart-invocations', rate('invocations'));
+}
+
+function tick() {
+  Promise.all([refreshConnections(), refreshRoutes(), refreshStats()])
+    .catch(() => { $('status').textContent = 'server unreachable'; });
+}
+
+$('filters').addEventListener('submit', (e) => { e.preventDefault(); subscribe(); });
+subscribe();
+tick();
+setInterval(tick, 1000);

@@ -1,0 +1,79 @@
+// The inspector page in a real browser: a client connects (from a second page), sends a frame
+// to a routed echo function; the page shows the frame, the route decision and the invocation
+// with its event; a post from the page reaches the client; a disconnect from the page shows
+// the client's `$disconnect`.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Server, launchBrowser, tempDir, cleanup } from './harness.mjs';
+
+const CONFIG = `
+stage = "dev"
+
+[routes.echo]
+integration = { type = "builtin", name = "echo" }
+route_response = "$default"
+
+[routes."$disconnect"]
+integration = { type = "builtin", name = "echo" }
+`;
+
+test('the inspector shows a frame, its route, the invocation, a post and a disconnect', async () => {
+  const dir = tempDir('inspector');
+  const server = await Server.start({ dataDir: dir, config: CONFIG });
+  const browser = await launchBrowser();
+  try {
+    const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`http://${server.address}/_switchboard/`);
+    await page.waitForSelector('#status:text-is("live")');
+
+    // The client: a WebSocket in a second page, recording what it receives.
+    const client = await context.newPage();
+    await client.goto(`http://${server.address}/healthz`);
+    await client.evaluate((url) => new Promise((resolve) => {
+      window.received = [];
+      window.ws = new WebSocket(url);
+      window.ws.onmessage = (m) => window.received.push(m.data);
+      window.ws.onopen = resolve;
+    }), `ws://${server.address}/dev`);
+
+    const row = page.locator('#connections tbody tr');
+    await row.first().waitFor();
+    const id = await row.first().getAttribute('data-id');
+    assert.ok(id);
+
+    await client.evaluate(() => window.ws.send('{"action":"echo","hello":"inspector"}'));
+    await client.waitForFunction(() => window.received.length === 1);
+    const events = page.locator('#events li');
+    await page.locator('#events li.frame', { hasText: '{"action":"echo","hello":"inspector"}' }).waitFor();
+    await page.locator('#events li.route', { hasText: '$request.body.action = echo' }).waitFor();
+    const invocation = page.locator('#events li.invocation', { hasText: 'invocation echo' });
+    await invocation.waitFor();
+    await invocation.click();
+    const detail = await page.locator('#detail').textContent();
+    assert.match(detail, /"routeKey": "echo"/);
+    assert.match(detail, /"connectionId": /);
+    assert.match(detail, /statusCode/);
+
+    // Post from the page.
+    await page.fill('#connections tbody tr input', 'posted from the page');
+    await page.click('#connections tbody tr button[type="submit"]');
+    await client.waitForFunction(() => window.received.includes('posted from the page'));
+    await page.locator('#events li.management', { hasText: 'by inspector: 200' }).waitFor();
+
+    // Disconnect from the page: the close and the `$disconnect` invocation.
+    await page.click('#connections tbody tr button:text-is("Disconnect")');
+    await page.locator('#events li.disconnected', { hasText: 'code 1000' }).waitFor();
+    await page.locator('#events li.invocation', { hasText: 'invocation $disconnect' }).waitFor();
+    assert.ok((await events.count()) >= 7);
+    if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+    cleanup(dir);
+  }
+});

@@ -1,0 +1,415 @@
+//! The inspector: the event stream in process and over HTTP (SSE), its filters, its access
+//! rule, its management calls, and `switchboard tail --json` against the real binary.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use switchboard::api::Api;
+use switchboard::inspector::{Filter, Item, Subscription};
+use switchboard::integration::echo::Echo;
+use switchboard::api::SelectionExpression;
+
+use crate::common::*;
+
+/// A server with an `echo` route (two-way), a `$disconnect` recorder and `$connect`.
+async fn echo_server() -> (TestServer, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (connect, _connects) = Recorder::new("connect-fn");
+    let (disconnect, disconnects) = Recorder::new("disconnect-fn");
+    let server = TestServer::with_api(config(), |_| {
+        Api::new(SelectionExpression::default())
+            .route("$connect", Arc::new(connect), false)?
+            .route("$disconnect", Arc::new(disconnect), false)?
+            .route("echo", Arc::new(Echo), true)
+    })
+    .await;
+    (server, disconnects)
+}
+
+fn subscribe(server: &TestServer, filter: Filter) -> Subscription {
+    server
+        .gateway
+        .management
+        .inspector()
+        .subscribe(filter)
+        .expect("the inspector is enabled")
+}
+
+/// The next event's JSON whose `type` is `kind` (others are skipped).
+async fn next_of(sub: &mut Subscription, kind: &str) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match sub.next().await.expect("the stream is open") {
+                Item::Event(event) => {
+                    let json: Value = serde_json::from_str(&event.json).unwrap();
+                    if json["type"] == kind {
+                        return json;
+                    }
+                }
+                Item::Dropped(n) => panic!("{n} events dropped"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event in time"))
+}
+
+async fn connection_id(sub: &mut Subscription) -> String {
+    next_of(sub, "connected").await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_stream_shows_frame_route_invocation_post_and_disconnect() {
+    let (server, mut disconnects) = echo_server().await;
+    let mut sub = subscribe(&server, Filter::default());
+    let mut client = server.connect().await;
+    let connect = next_of(&mut sub, "invocation").await;
+    assert_eq!(connect["route"], "$connect");
+    assert_eq!(connect["function"], "connect-fn");
+    let id = connection_id(&mut sub).await;
+
+    client.send(r#"{"action":"echo","n":1}"#).await;
+    let frame = next_of(&mut sub, "frame").await;
+    assert_eq!(frame["connection_id"], id.as_str());
+    assert_eq!(frame["text"], r#"{"action":"echo","n":1}"#);
+    assert_eq!(frame["size"], 23);
+    let route = next_of(&mut sub, "route").await;
+    assert_eq!(route["route"], "echo");
+    assert_eq!(route["selection"], "echo");
+    assert_eq!(route["expression"], "$request.body.action");
+    let call = next_of(&mut sub, "invocation").await;
+    assert_eq!(call["route"], "echo");
+    assert_eq!(call["function"], "echo");
+    assert_eq!(call["status"], 200);
+    assert_eq!(call["failed"], false);
+    let event: Value = serde_json::from_str(call["event"].as_str().unwrap()).unwrap();
+    assert_eq!(event["requestContext"]["connectionId"], id.as_str());
+    assert_eq!(event["requestContext"]["routeKey"], "echo");
+    assert!(call["response"].as_str().unwrap().contains("statusCode"));
+    assert_eq!(client.recv().await, r#"{"action":"echo","n":1}"#);
+
+    // A post from the inspector's API reaches the client and is reported with its caller.
+    let http = reqwest::Client::new();
+    // Ids hold `=`, `+` and `/`: the page percent-encodes them.
+    let encoded = id
+        .replace('=', "%3D")
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    let url = server.http(&format!("/_switchboard/api/connections/{encoded}"));
+    let r = http
+        .post(&url)
+        .header("X-Switchboard", "1")
+        .body("hello from the inspector")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(client.recv().await, "hello from the inspector");
+    let post = next_of(&mut sub, "management").await;
+    assert_eq!(post["operation"], "post");
+    assert_eq!(post["caller"], "inspector");
+    assert_eq!(post["status"], 200);
+
+    // Without the header, a cross-site form cannot post.
+    let r = http.post(&url).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Disconnect from the inspector: the close, `$disconnect`, then 410 for a post.
+    let r = http
+        .delete(&url)
+        .header("X-Switchboard", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(client.expect_close().await.0, 1000);
+    let closed = next_of(&mut sub, "disconnected").await;
+    assert_eq!(closed["code"], 1000);
+    let disconnect = next_of(&mut sub, "invocation").await;
+    assert_eq!(disconnect["route"], "$disconnect");
+    assert_eq!(disconnect["function"], "disconnect-fn");
+    next_event(&mut disconnects).await;
+    let r = http
+        .post(format!("{}/@connections/{id}", server.endpoint()))
+        .body("late")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let gone = next_of(&mut sub, "management").await;
+    assert_eq!(gone["status"], 410);
+    assert!(
+        gone["caller"]
+            .as_str()
+            .unwrap()
+            .starts_with("http 127.0.0.1:")
+    );
+}
+
+#[tokio::test]
+async fn filters_by_connection_and_route() {
+    let (server, _disconnects) = echo_server().await;
+    let mut all = subscribe(&server, Filter::default());
+    let mut a = server.connect().await;
+    let id_a = connection_id(&mut all).await;
+    let mut b = server.connect().await;
+    let id_b = connection_id(&mut all).await;
+    let mut only_b = subscribe(
+        &server,
+        Filter {
+            connection: Some(id_b.clone()),
+            ..Filter::default()
+        },
+    );
+    let mut only_echo = subscribe(
+        &server,
+        Filter {
+            route: Some("echo".into()),
+            ..Filter::default()
+        },
+    );
+    a.send(r#"{"action":"echo","from":"a"}"#).await;
+    assert_eq!(a.recv().await, r#"{"action":"echo","from":"a"}"#);
+    a.send(r#"{"action":"nothing"}"#).await;
+    a.recv().await; // Forbidden
+    b.send(r#"{"action":"echo","from":"b"}"#).await;
+    assert_eq!(b.recv().await, r#"{"action":"echo","from":"b"}"#);
+
+    let frame = next_of(&mut only_b, "frame").await;
+    assert_eq!(frame["connection_id"], id_b.as_str());
+    let route = next_of(&mut only_echo, "route").await;
+    assert_eq!(route["connection_id"], id_a.as_str());
+    let route = next_of(&mut only_echo, "route").await;
+    assert_eq!(
+        route["connection_id"],
+        id_b.as_str(),
+        "the unrouted frame is filtered out"
+    );
+
+    // The same filter over HTTP: the SSE stream.
+    let http = reqwest::Client::new();
+    let mut response = http
+        .get(server.http(&format!("/_switchboard/stream?connection={id_a}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let first = response.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b": subscribed\n\n");
+    b.send(r#"{"action":"echo","from":"b"}"#).await;
+    b.recv().await;
+    a.send(r#"{"action":"echo","from":"a2"}"#).await;
+    a.recv().await;
+    let chunk = tokio::time::timeout(WAIT, response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    let data = text.strip_prefix("data: ").unwrap().trim_end();
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["type"], "frame");
+    assert_eq!(event["connection_id"], id_a.as_str());
+}
+
+#[tokio::test]
+async fn the_json_api_lists_connections_and_routes() {
+    let (server, _disconnects) = echo_server().await;
+    let mut sub = subscribe(&server, Filter::default());
+    let mut client = server.connect().await;
+    let id = connection_id(&mut sub).await;
+    client.send(r#"{"action":"echo"}"#).await;
+    client.recv().await;
+    next_of(&mut sub, "invocation").await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(server.http(path)).send();
+    let connections: Value = get("/_switchboard/api/connections")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = connections["connections"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["source_ip"], "127.0.0.1");
+    assert_eq!(list[0]["queued_bytes"], 0);
+    let routes: Value = get("/_switchboard/api/routes")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let echo = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "echo")
+        .unwrap();
+    assert_eq!(echo["invocations"], 1);
+    assert_eq!(echo["errors"], 0);
+    assert!(echo["p50_ms"].as_f64().unwrap() > 0.0);
+    let stats: Value = get("/_switchboard/api/stats")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["open_connections"], 1);
+    assert_eq!(stats["frames_in"], 1);
+    assert_eq!(stats["invocations"], 2, "$connect and echo");
+    let page = get("/_switchboard/").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"));
+    assert!(page.text().await.unwrap().contains("/_switchboard/app.js"));
+    assert_eq!(get("/_switchboard/nothing").await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn disabled_the_inspector_serves_nothing_and_builds_nothing() {
+    let mut cfg = config();
+    cfg.inspector.enabled = false;
+    let server = TestServer::start(cfg).await;
+    let inspector = server.gateway.management.inspector();
+    assert!(inspector.subscribe(Filter::default()).is_none());
+    assert!(!inspector.is_watched());
+    let http = reqwest::Client::new();
+    for path in [
+        "/_switchboard/",
+        "/_switchboard/stream",
+        "/_switchboard/api/connections",
+    ] {
+        let r = http.get(server.http(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn with_credentials_the_page_asks_for_them() {
+    let mut cfg = config();
+    cfg.management_credentials = vec![switchboard::config::Credential {
+        access_key_id: "AKIDINSPECT".into(),
+        secret_access_key: "s3cret".into(),
+    }];
+    let server = TestServer::start(cfg).await;
+    let http = reqwest::Client::new();
+    let url = server.http("/_switchboard/api/connections");
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let r = http
+        .get(&url)
+        .basic_auth("AKIDINSPECT", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(&url)
+        .basic_auth("AKIDINSPECT", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A non-loopback peer cannot be made here; the decision itself:
+    let open = switchboard::inspector::Inspector::default();
+    assert_eq!(
+        open.authorize("192.0.2.7".parse().unwrap(), None),
+        Err(switchboard::inspector::Denied::NotLoopback)
+    );
+}
+
+#[tokio::test]
+async fn tail_json_follows_the_stream_end_to_end() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr, log) = spawn_binary(data.path(), &["--app", "echo"]).await;
+    drain_log(log);
+    let binary = env!("CARGO_BIN_EXE_switchboard");
+    let mut tail = tokio::process::Command::new(binary)
+        .args(["tail", "--json", "--endpoint"])
+        .arg(format!("http://{addr}"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Until tail is subscribed, frames are not seen: send until one is.
+    let mut client = Client::connect(&format!("ws://{addr}/dev")).await;
+    let found = tokio::time::timeout(WAIT, async {
+        let mut n = 0;
+        loop {
+            n += 1;
+            client.send(&format!("tail test {n}")).await;
+            client.recv().await;
+            let next =
+                tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line())
+                    .await;
+            if let Ok(line) = next {
+                let line = line.unwrap().expect("tail keeps running");
+                let event: Value = serde_json::from_str(&line).unwrap();
+                if event["type"] == "frame" {
+                    return event;
+                }
+            }
+        }
+    })
+    .await
+    .expect("tail prints the frame");
+    assert!(found["text"].as_str().unwrap().starts_with("tail test "));
+    sigterm(&child);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    // The server ends the stream when it shuts down, and tail exits cleanly.
+    let tail_status = tokio::time::timeout(WAIT, tail.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tail_status.success());
+}
+
+/// The page in Debian's chromium driven by playwright-core (`tests/browser/inspector.test.mjs`,
+/// run as `tests/it/browser.rs` runs the chat's).
+#[test]
+fn inspector_page_in_a_real_browser() {
+    use std::path::Path;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run ./scripts/test.sh (or `npm ci` in tests/browser)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run ./scripts/test.sh (or `apt-get install chromium`)"
+    );
+    let output = std::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "inspector.test.mjs"])
+        .current_dir(&dir)
+        .env("SWITCHBOARD_BIN", env!("CARGO_BIN_EXE_switchboard"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(output.status.success(), "browser test failed:\n{report}");
+}
