@@ -248,6 +248,7 @@ impl Server {
                     .local_ca
                     .as_ref()
                     .map(|_| self::gateway_url(local, false)),
+                inspector: Some(gw.management.inspector().clone()),
             };
             *gw.metrics.functions.lock().expect("metrics lock") = self.functions.metrics();
             if let Err(error) = self.functions.start(management).await {

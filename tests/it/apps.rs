@@ -555,6 +555,13 @@ fn spec(name: &str, root: PathBuf, runtime: &str, handler: &str) -> FunctionSpec
 
 /// Starts `specs`; the functions are stopped when the returned guard's `stop` is awaited.
 async fn start(specs: Vec<FunctionSpec>) -> (Functions, Vec<Arc<LambdaFunction>>) {
+    start_with(specs, ManagementEndpoint::default()).await
+}
+
+async fn start_with(
+    specs: Vec<FunctionSpec>,
+    endpoint: ManagementEndpoint,
+) -> (Functions, Vec<Arc<LambdaFunction>>) {
     let mut functions = Functions::default();
     functions.set_data_dir(data_dir());
     let list: Vec<_> = specs
@@ -566,7 +573,7 @@ async fn start(specs: Vec<FunctionSpec>) -> (Functions, Vec<Arc<LambdaFunction>>
     }
     let management = ManagementEndpoint {
         url: "http://127.0.0.1:9/dev".into(),
-        ..ManagementEndpoint::default()
+        ..endpoint
     };
     tokio::time::timeout(WAIT, functions.start(management))
         .await
@@ -653,6 +660,39 @@ async fn node_handlers_load_like_lambda() {
     assert_eq!(
         body(&call(&f[6], json!({})).await.unwrap()),
         "nested export"
+    );
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_function_prints_reaches_the_inspector_with_its_request_id() {
+    use switchboard::inspector::{Filter, Inspector, Item};
+    let inspector = Arc::new(Inspector::new(true, Vec::new()));
+    let mut watching = inspector.subscribe(Filter::default()).unwrap();
+    let endpoint = ManagementEndpoint {
+        inspector: Some(inspector.clone()),
+        ..ManagementEndpoint::default()
+    };
+    let logs = spec("logs", fixtures().join("logs"), "nodejs20.x", "app.handler");
+    let (functions, f) = start_with(vec![logs], endpoint).await;
+    assert_eq!(body(&call(&f[0], json!({"n": 7})).await.unwrap()), "7");
+    let line = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Item::Event(event)) = watching.next().await {
+                let json: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+                if json["type"] == "function_log" && json["line"] == "handling 7" {
+                    return json;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the function's line is published");
+    assert_eq!(line["function"], "logs");
+    let request_id = line["request_id"].as_str().unwrap();
+    assert!(
+        request_id.len() >= 32,
+        "the invocation's id, not {request_id:?}"
     );
     functions.stop().await;
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use switchboard::api::Api;
+use switchboard::api::SelectionExpression;
 use switchboard::inspector::{Filter, Item, Subscription};
 use switchboard::integration::echo::Echo;
-use switchboard::api::SelectionExpression;
 
 use crate::common::*;
 

@@ -64,6 +64,8 @@ pub struct ManagementEndpoint {
     /// sent inside managed runtimes' processes (`*.execute-api.*.amazonaws.com`,
     /// `dynamodb.*.amazonaws.com`).
     pub redirect: Option<String>,
+    /// Where a function's output lines are published with the invocation they belong to.
+    pub inspector: Option<Arc<crate::inspector::Inspector>>,
 }
 
 /// The environment variables a function's process gets, as on Lambda.
@@ -368,12 +370,16 @@ impl Supervisor {
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let sink = LogSink {
+            function: Arc::from(spec.name.as_str()),
+            env: self.env.clone(),
+            inspector: self.management.inspector.clone(),
+        };
         if let Some(out) = child.stdout.take() {
-            self.tracker.spawn(forward(out, name.clone(), "stdout"));
+            self.tracker.spawn(forward(out, sink.clone(), "stdout"));
         }
         if let Some(err) = child.stderr.take() {
-            self.tracker.spawn(forward(err, name, "stderr"));
+            self.tracker.spawn(forward(err, sink, "stderr"));
         }
         tracing::debug!(function = %spec.name, process = self.env.index, pid = child.id(), "process started");
         Ok(child)
@@ -560,14 +566,22 @@ fn signal_group(child: &Child, signal: Signal) {
 #[cfg(not(unix))]
 fn signal_group(_child: &Child, _signal: Signal) {}
 
+/// Where a process's output lines go: the log, and the inspector when someone watches.
+#[derive(Clone)]
+struct LogSink {
+    function: Arc<str>,
+    env: Arc<Environment>,
+    inspector: Option<Arc<crate::inspector::Inspector>>,
+}
+
 /// Forwards a process's output to the log, one record per line.
-async fn forward(stream: impl AsyncRead + Unpin, function: Arc<str>, name: &'static str) {
+async fn forward(stream: impl AsyncRead + Unpin, sink: LogSink, name: &'static str) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         let (done, used) = match reader.fill_buf().await {
             Ok([]) | Err(_) => {
-                emit(&function, name, &line);
+                emit(&sink, name, &line);
                 return;
             }
             Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
@@ -584,19 +598,25 @@ async fn forward(stream: impl AsyncRead + Unpin, function: Arc<str>, name: &'sta
         };
         reader.consume(used);
         if done {
-            emit(&function, name, &line);
+            emit(&sink, name, &line);
             line.clear();
         }
     }
 }
 
-fn emit(function: &str, stream: &str, line: &[u8]) {
+fn emit(sink: &LogSink, stream: &str, line: &[u8]) {
     if line.is_empty() {
         return;
     }
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches('\r');
+    let function = &*sink.function;
     tracing::info!(target: "switchboard::function", function, stream, "{text}");
+    if let Some(inspector) = sink.inspector.as_deref().filter(|i| i.is_watched()) {
+        // A line printed between invocations (at init, say) belongs to none.
+        let request_id = sink.env.current_request_id();
+        inspector.function_log(function, request_id.as_deref().unwrap_or("-"), text);
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,11 @@ impl Environment {
         })
     }
 
+    /// The request id of the invocation the current process holds, if any.
+    pub(crate) fn current_request_id(&self) -> Option<String> {
+        self.slot().current.as_ref().map(|c| c.request_id.clone())
+    }
+
     /// The current invocation's deadline changes.
     pub(super) fn deadlines(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
         self.deadline.subscribe()
