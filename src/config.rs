@@ -14,7 +14,7 @@ pub use crate::cluster::ClusterConfig;
 use crate::integration::definition::{ApiDefinition, AuthorizerSpec, DefinitionError, RouteSpec};
 pub use crate::sigv4::Credential;
 use crate::template::{self, Format, Overrides, TemplateError};
-use crate::tls::TlsFiles;
+pub use crate::tls::TlsFiles;
 
 /// Limits, with API Gateway's values as defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -29,7 +29,7 @@ use crate::management::{self, AwsError, Target};
 
 /// The addresses of the TCP connection a request came on.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
     /// The listener's address.
@@ -138,7 +138,7 @@ async fn chat_ui(state: State<Arc<Gateway>>, request: Request) -> Response {
 }
 
 /// A JSON `{"message": ...}` response.
-pub fn json_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "message": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -218,7 +218,7 @@ fn rejection_response(rejection: &Rejection) -> Response {
 }
 
 /// Serves HTTP/1.1 on a connection until the client or shutdown ends it.
-pub async fn serve<S>(gw: Arc<Gateway>, router: Router, io: S, info: ConnInfo)
+pub(crate) async fn serve<S>(gw: Arc<Gateway>, router: Router, io: S, info: ConnInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -246,14 +246,14 @@ where
 
 /// A stream that first yields bytes already read from it.
 #[derive(Debug)]
-pub struct Prefixed<S> {
+pub(crate) struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// `inner`, preceded by `prefix`.
-    pub fn new(prefix: Bytes, inner: S) -> Self {
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
         Prefixed { prefix, inner }
     }
 }

@@ -268,7 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let listener = switchboard::server::bind(args.listen)
+    let listener = switchboard::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     switchboard::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -66,7 +66,7 @@ impl TlsFiles {
 /// (`NODE_EXTRA_CA_CERTS`, `AWS_CA_BUNDLE`, ...), so handlers that build
 /// `https://{domainName}/{stage}` or `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`
 /// reach the listener over TLS without a change.
-pub struct LocalCa {
+pub(crate) struct LocalCa {
     ca: rcgen::Certificate,
     key: rcgen::KeyPair,
     cert_path: PathBuf,
@@ -93,11 +93,11 @@ const SYSTEM_BUNDLES: &[&str] = &[
 impl LocalCa {
     /// Names whose certificates are kept; beyond, the cache starts over (a client asking for
     /// endless names costs a key generation each, not memory).
-    pub const MAX_NAMES: usize = 256;
+    pub(crate) const MAX_NAMES: usize = 256;
 
     /// Opens the authority in `dir` (`ca.key`, `ca.pem`, `bundle.pem`), creating it the first
     /// time.
-    pub fn open(dir: &Path) -> Result<LocalCa, TlsError> {
+    pub(crate) fn open(dir: &Path) -> Result<LocalCa, TlsError> {
         std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
         let key_path = dir.join("ca.key");
         let cert_path = dir.join("ca.pem");
@@ -152,18 +152,13 @@ impl LocalCa {
         })
     }
 
-    /// The authority's certificate (PEM).
-    pub fn cert_path(&self) -> &Path {
-        &self.cert_path
-    }
-
     /// The system's CA bundle with the authority's certificate added (PEM).
-    pub fn bundle_path(&self) -> &Path {
+    pub(crate) fn bundle_path(&self) -> &Path {
         &self.bundle_path
     }
 
     /// An acceptor that answers every name with a certificate of this authority.
-    pub fn acceptor(self: Arc<Self>) -> Result<TlsAcceptor, TlsError> {
+    pub(crate) fn acceptor(self: Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -174,7 +169,10 @@ impl LocalCa {
     }
 
     /// The certificate for `name` (a host name or an IP address), issued on first use.
-    pub fn certificate(&self, name: &str) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    pub(crate) fn certificate(
+        &self,
+        name: &str,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
         let mut issued = self.issued.lock().expect("local CA lock");
         if let Some(found) = issued.get(name) {
             return Ok(found.clone());
@@ -258,7 +256,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
 
 /// Whether the first byte of a connection starts a TLS handshake (a ClientHello record) rather
 /// than an HTTP request.
-pub fn is_tls_start(first: u8) -> bool {
+pub(crate) fn is_tls_start(first: u8) -> bool {
     first == 0x16
 }
 
@@ -271,7 +269,7 @@ mod tests {
     fn the_local_ca_issues_certificates_that_chain_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let ca = LocalCa::open(dir.path()).unwrap();
-        let pem = std::fs::read_to_string(ca.cert_path()).unwrap();
+        let pem = std::fs::read_to_string(&ca.cert_path).unwrap();
         let cert = ca
             .certificate("abc.execute-api.us-east-1.amazonaws.com")
             .unwrap();
@@ -284,7 +282,7 @@ mod tests {
         ca.certificate("127.0.0.1").unwrap();
         // Opened again: the same authority, and the leaf verifies against the stored one.
         let again = LocalCa::open(dir.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(again.cert_path()).unwrap(), pem);
+        assert_eq!(std::fs::read_to_string(&again.cert_path).unwrap(), pem);
         let leaf = again.certificate("localhost").unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots

@@ -29,7 +29,7 @@ use crate::gateway::registry::Registry;
 use crate::ids::Id;
 use crate::inspector::{self, Kind};
 use crate::management::ManagementApi;
-use crate::metrics::Metrics;
+pub use crate::metrics::Metrics;
 use crate::time;
 
 mod call;

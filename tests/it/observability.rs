@@ -122,7 +122,7 @@ async fn readyz_turns_503_while_draining() {
     let request = axum::http::Request::get("/readyz")
         .body(axum::body::Body::empty())
         .unwrap();
-    let response = switchboard::http::router(server.gateway.clone())
+    let response = switchboard::router(server.gateway.clone())
         .oneshot(request)
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use switchboard::tls::TlsFiles;
+use switchboard::config::TlsFiles;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
