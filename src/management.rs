@@ -22,7 +22,7 @@ use crate::gateway::registry::{ConnectionInfo, ManageError, Registry};
 use crate::ids::Id;
 use crate::inspector::{self, Caller, Inspector, Kind};
 use crate::metrics::Metrics;
-use crate::sigv4::{Credential, SignedRequest, Verifier};
+use crate::sigv4::{Credential, Verifier};
 use crate::time;
 
 /// The management interface: post to, describe and close connections by id.
@@ -390,20 +390,8 @@ fn authorize(
     body: &[u8],
 ) -> Result<(), AwsError> {
     if verifier.is_enabled() {
-        let headers: Vec<(&str, &str)> = parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
-        let request = SignedRequest {
-            method: parts.method.as_str(),
-            raw_path: parts.uri.path(),
-            raw_query: parts.uri.query(),
-            headers: &headers,
-            body,
-        };
         return verifier
-            .verify(&request, time::now_ms())
+            .verify_http(parts, body)
             .map_err(|e| AwsError::forbidden(e.to_string()));
     }
     if peer.ip().to_canonical().is_loopback() {

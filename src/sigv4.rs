@@ -246,6 +246,28 @@ impl Verifier {
         !self.credentials.is_empty()
     }
 
+    /// Verifies an HTTP request (its head and whole body) signed at most [`MAX_SKEW_SECS`]
+    /// from now.
+    pub(crate) fn verify_http(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<(), SignatureError> {
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let request = SignedRequest {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers: &headers,
+            body,
+        };
+        self.verify(&request, crate::time::now_ms())
+    }
+
     /// Verifies a request signed at most [`MAX_SKEW_SECS`] from `now_ms`.
     pub(crate) fn verify(
         &self,

@@ -27,8 +27,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::DynamoDbConfig;
-use crate::sigv4::{Credential, SignatureError, SignedRequest, Verifier};
-use crate::time;
+use crate::sigv4::{Credential, SignatureError, Verifier};
 
 use self::engine::Engine;
 use self::metrics::DynamoMetrics;
@@ -244,21 +243,9 @@ impl DynamoDb {
             return Err(raw(StatusCode::BAD_REQUEST, body));
         }
         if self.verifier.is_enabled() {
-            let headers: Vec<(&str, &str)> = parts
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-                .collect();
-            let request = SignedRequest {
-                method: parts.method.as_str(),
-                raw_path: parts.uri.path(),
-                raw_query: parts.uri.query(),
-                headers: &headers,
-                body,
-            };
             return self
                 .verifier
-                .verify(&request, time::now_ms())
+                .verify_http(parts, body)
                 .map_err(|e| signature_error(&e));
         }
         if peer.ip().to_canonical().is_loopback() {
