@@ -9,6 +9,12 @@ use std::process::Command;
 
 #[test]
 fn chat_ui_in_a_real_browser() {
+    run_browser_test("chat.test.mjs");
+}
+
+/// Runs one `tests/browser/` script with node's test runner against the real binary; fails
+/// with the runner's report.
+pub(crate) fn run_browser_test(script: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -20,7 +26,7 @@ fn chat_ui_in_a_real_browser() {
         "{chromium} is missing: run ./scripts/test.sh (or `apt-get install chromium`)"
     );
     let output = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "chat.test.mjs"])
+        .args(["--test", "--test-reporter=spec", script])
         .current_dir(&dir)
         .env("SWITCHBOARD_BIN", env!("CARGO_BIN_EXE_switchboard"))
         .env("CHROMIUM", &chromium)
@@ -32,5 +38,5 @@ fn chat_ui_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{report}");
-    assert!(output.status.success(), "browser tests failed:\n{report}");
+    assert!(output.status.success(), "{script} failed:\n{report}");
 }

@@ -387,29 +387,5 @@ async fn tail_json_follows_the_stream_end_to_end() {
 /// run as `tests/it/browser.rs` runs the chat's).
 #[test]
 fn inspector_page_in_a_real_browser() {
-    use std::path::Path;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run ./scripts/test.sh (or `npm ci` in tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "{chromium} is missing: run ./scripts/test.sh (or `apt-get install chromium`)"
-    );
-    let output = std::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "inspector.test.mjs"])
-        .current_dir(&dir)
-        .env("SWITCHBOARD_BIN", env!("CARGO_BIN_EXE_switchboard"))
-        .env("CHROMIUM", &chromium)
-        .output()
-        .expect("node runs");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{report}");
-    assert!(output.status.success(), "browser test failed:\n{report}");
+    crate::browser::run_browser_test("inspector.test.mjs");
 }
