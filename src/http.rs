@@ -188,13 +188,7 @@ async fn upgrade(gw: Arc<Gateway>, info: ConnInfo, mut request: Request) -> Resp
         match on_upgrade.await {
             Ok(upgraded) => {
                 gateway
-                    .serve_accepted(
-                        accepted,
-                        TokioIo::new(upgraded),
-                        BytesMut::new(),
-                        info.peer,
-                        false,
-                    )
+                    .serve_accepted(accepted, TokioIo::new(upgraded), BytesMut::new(), info.peer)
                     .await
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),

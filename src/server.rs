@@ -606,6 +606,10 @@ async fn serve_stream<S>(
     if is_upgrade(&read.head) {
         match handshake::accept(&gw, &read.head, read.version, peer, local.port(), proto).await {
             Ok(accepted) => {
+                if stream.write_all(&accepted.response()).await.is_err() {
+                    tracing::debug!(%peer, "client left before the 101 was written");
+                    return;
+                }
                 // Copy the (rare) bytes sent after the head so the head's buffer is freed.
                 let leftover = if read.raw.len() > read.head_len {
                     BytesMut::from(&read.raw[read.head_len..])
@@ -616,7 +620,7 @@ async fn serve_stream<S>(
                 // The connection lives on in a task of its own: this task's future is sized
                 // for the handshake and for HTTP (kilobytes), the connection's for a
                 // connection, and an idle connection should cost no more than that.
-                let task = gateway::serve(gw.clone(), accepted, stream, leftover, peer, true);
+                let task = gateway::serve(gw.clone(), accepted.conn, stream, leftover, peer);
                 gw.tracker.spawn(task.map(move |()| drop(places)));
             }
             Err(rejection) => {

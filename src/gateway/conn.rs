@@ -30,17 +30,17 @@ pub struct Conn {
     /// When the connection last had traffic, epoch milliseconds (GetConnection's
     /// `lastActiveAt`), from the coarse wall clock.
     last_active_ms: AtomicI64,
-    /// When the connection opened, on tokio's clock (the sweeper's, which tests can pause).
-    opened: tokio::time::Instant,
-    /// Since when the sweeper has seen no traffic, for the idle timeout: milliseconds after
-    /// `opened` on tokio's clock, plus one; [`TRAFFIC`] once traffic came after the last sweep.
-    /// Traffic stores the constant (no clock read on the hot path); the sweeper, which reads
-    /// tokio's clock once per sweep, turns it into a time.
+    /// Since when the sweeper has seen no traffic, for the idle timeout: [`SweepClock`]
+    /// milliseconds, plus one; [`TRAFFIC`] once traffic came after the last sweep (and at
+    /// first). Traffic stores the constant (no clock read on the hot path); the sweeper,
+    /// which reads its clock once per sweep, turns it into a time.
     quiet_since: AtomicU64,
     /// Set once the outbox overflowed; the connection is then being closed.
     overflowed: AtomicBool,
     /// Set once a close was requested (read without the lock on every turn of the task).
     close_requested: AtomicBool,
+    /// At most this many unsent bytes (a `u32` beside the flags: no padding of its own).
+    outbox_limit: u32,
     outbox: Outbox,
 }
 
@@ -57,6 +57,42 @@ pub enum PushError {
 
 /// [`Conn::quiet_since`] after traffic the sweeper has not seen yet.
 const TRAFFIC: u64 = 0;
+
+/// The sweeper's clock: tokio's, which tests pause and advance, so the idle and lifetime
+/// limits pass in virtual time there; read as milliseconds since the sweeper started and as
+/// epoch milliseconds (the wall clock's reading at the start, moved on by tokio's clock) to
+/// compare with `connected_at_ms`. Traffic never reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SweepClock {
+    start: tokio::time::Instant,
+    start_epoch_ms: i64,
+}
+
+/// One reading of the [`SweepClock`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SweepTime {
+    elapsed_ms: u64,
+    epoch_ms: i64,
+}
+
+impl SweepClock {
+    pub(crate) fn start() -> Self {
+        SweepClock {
+            start: tokio::time::Instant::now(),
+            start_epoch_ms: time::now_ms(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> SweepTime {
+        let elapsed_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        SweepTime {
+            elapsed_ms,
+            epoch_ms: self
+                .start_epoch_ms
+                .saturating_add(i64::try_from(elapsed_ms).unwrap_or(i64::MAX)),
+        }
+    }
+}
 
 /// The close reason of a connection whose outbox overflowed (code 1008).
 pub const SLOW_CONSUMER: &str = "Outbox overflow: the client is not reading";
@@ -80,28 +116,26 @@ struct OutboxState {
 #[derive(Debug)]
 struct Outbox {
     state: Mutex<OutboxState>,
-    /// Bytes queued or being written; bounded by `limit`.
+    /// Bytes queued or being written; bounded by [`Conn::outbox_limit`].
     bytes: AtomicUsize,
-    limit: usize,
     waker: AtomicWaker,
 }
 
 impl Conn {
-    /// A connection with an empty outbox bounded to `outbox_limit` bytes.
+    /// A connection with an empty outbox bounded to `outbox_limit` bytes (4 GiB at most).
     pub fn new(context: ConnectionContext, outbox_limit: usize) -> Self {
         let now = context.connected_at_ms;
         Conn {
             context,
             last_active_ms: AtomicI64::new(now),
-            opened: tokio::time::Instant::now(),
-            // Quiet since it opened (0 ms after `opened`, plus one).
-            quiet_since: AtomicU64::new(1),
+            // Opening is traffic: the first sweep starts the idle clock.
+            quiet_since: AtomicU64::new(TRAFFIC),
             overflowed: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
+            outbox_limit: u32::try_from(outbox_limit).unwrap_or(u32::MAX),
             outbox: Outbox {
                 state: Mutex::new(OutboxState::default()),
                 bytes: AtomicUsize::new(0),
-                limit: outbox_limit,
                 waker: AtomicWaker::new(),
             },
         }
@@ -127,24 +161,25 @@ impl Conn {
         self.quiet_since.store(TRAFFIC, Ordering::Relaxed);
     }
 
-    /// How long the connection has been open at `now` (tokio's clock).
-    pub(crate) fn age(&self, now: tokio::time::Instant) -> Duration {
-        now.saturating_duration_since(self.opened)
+    /// How long the connection has been open at `now`.
+    pub(crate) fn age(&self, now: SweepTime) -> Duration {
+        Duration::from_millis(
+            u64::try_from(now.epoch_ms - self.context.connected_at_ms).unwrap_or(0),
+        )
     }
 
-    /// How long the connection has had no traffic at `now` (tokio's clock), to one sweep:
-    /// traffic since the previous call counts as traffic at `now`, so a connection is never
-    /// found idle early, and at most one sweep late. For the sweeper, the only caller.
-    pub(crate) fn quiet_for(&self, now: tokio::time::Instant) -> Duration {
-        let age = self.age(now);
+    /// How long the connection has had no traffic at `now`, to one sweep: traffic since the
+    /// previous call counts as traffic at `now`, so a connection is never found idle early,
+    /// and at most one sweep late. For the sweeper, the only caller.
+    pub(crate) fn quiet_for(&self, now: SweepTime) -> Duration {
         match self.quiet_since.load(Ordering::Relaxed) {
             TRAFFIC => {
                 // Traffic racing this store is traffic at `now` too.
-                let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX - 1);
-                self.quiet_since.store(age_ms + 1, Ordering::Relaxed);
+                self.quiet_since
+                    .store(now.elapsed_ms + 1, Ordering::Relaxed);
                 Duration::ZERO
             }
-            since => age.saturating_sub(Duration::from_millis(since - 1)),
+            since => Duration::from_millis((now.elapsed_ms + 1).saturating_sub(since)),
         }
     }
 
@@ -178,7 +213,7 @@ impl Conn {
                 return Err(PushError::Gone);
             }
             let queued = outbox.bytes.load(Ordering::Relaxed);
-            if queued + len > outbox.limit {
+            if queued + len > self.outbox_limit as usize {
                 self.overflow(&mut state);
                 drop(state);
                 outbox.waker.wake();
@@ -308,25 +343,32 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_sees_quiet_and_age_on_tokios_clock() {
+        let clock = SweepClock::start();
         let c = conn(10);
         let step = Duration::from_secs(3);
+        // Opening counts as traffic at the first sweep.
+        assert_eq!(c.quiet_for(clock.now()), Duration::ZERO);
         tokio::time::advance(step).await;
-        let now = tokio::time::Instant::now();
-        assert_eq!(c.quiet_for(now), step, "quiet since it opened");
+        assert_eq!(c.quiet_for(clock.now()), step);
         // Traffic counts as traffic at the next sweep, and only `touch` and pushes count.
         c.touch();
         tokio::time::advance(step).await;
-        assert_eq!(c.quiet_for(tokio::time::Instant::now()), Duration::ZERO);
+        assert_eq!(c.quiet_for(clock.now()), Duration::ZERO);
         tokio::time::advance(step).await;
-        assert_eq!(c.quiet_for(tokio::time::Instant::now()), step);
+        assert_eq!(c.quiet_for(clock.now()), step);
         assert_eq!(c.push(&OutFrame::text(b"a")), Ok(()));
         assert_eq!(c.push_quiet(&OutFrame::text(b"b")), Ok(()));
-        assert_eq!(c.quiet_for(tokio::time::Instant::now()), Duration::ZERO);
+        assert_eq!(c.quiet_for(clock.now()), Duration::ZERO);
         tokio::time::advance(step).await;
-        let now = tokio::time::Instant::now();
+        let now = clock.now();
         assert_eq!(c.quiet_for(now), step);
-        // Traffic never makes a connection younger.
-        assert_eq!(c.age(now), step * 4);
+        // The age runs from `connected_at_ms` on the sweeper's clock; traffic never makes a
+        // connection younger.
+        let opened_ms = c.context.connected_at_ms;
+        assert_eq!(
+            c.age(now),
+            step * 4 + Duration::from_millis((clock.start_epoch_ms - opened_ms) as u64)
+        );
     }
 
     #[test]

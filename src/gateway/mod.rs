@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::api::{Api, keys};
 use crate::config::Limits;
 use crate::event::{ApiContext, Event, EventKind};
-use crate::gateway::conn::Conn;
+use crate::gateway::conn::{Conn, SweepClock};
 use crate::gateway::driver::{Disconnect, Driver};
 use crate::gateway::frame::DecodeLimits;
 use crate::gateway::handshake::Accepted;
@@ -49,11 +49,10 @@ pub mod registry;
 )]
 pub(crate) fn serve<'a, G, S>(
     gw: G,
-    accepted: Accepted,
-    mut io: S,
+    conn: Arc<Conn>,
+    io: S,
     leftover: BytesMut,
     peer: SocketAddr,
-    send_101: bool,
 ) -> impl Future<Output = ()> + 'a
 where
     G: std::ops::Deref<Target = Gateway> + 'a,
@@ -61,16 +60,10 @@ where
 {
     async move {
         let gw = &*gw;
-        let conn = accepted.conn.clone();
         let id = conn.id();
         // The connection's span is made where something is logged, not held and entered on
         // every poll: an idle connection should not pay for it, nor a busy one per frame.
         let span = || conn_span(id, peer);
-        if send_101 && io.write_all(&accepted.response()).await.is_err() {
-            span().in_scope(|| tracing::debug!("client left before the 101 was written"));
-            return;
-        }
-        drop(accepted);
         if !gw.registry.register(conn.clone()).resolve().await {
             // Ids are checked when they are made; a clash here is a bug worth knowing of.
             span().in_scope(|| tracing::error!("connection id already registered"));
@@ -169,18 +162,17 @@ impl Gateway {
         }
     }
 
-    /// Runs an accepted connection to its end: `101`, frames, `$disconnect`.
+    /// Runs an accepted connection, its `101` already sent, to its end: frames, `$disconnect`.
     pub async fn serve_accepted<S>(
         &self,
         accepted: Accepted,
         io: S,
         leftover: BytesMut,
         peer: SocketAddr,
-        send_101: bool,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        serve(self, accepted, io, leftover, peer, send_101).await;
+        serve(self, accepted.conn, io, leftover, peer).await;
     }
 
     async fn run_disconnect(&self, conn: &Conn, disconnect: &Disconnect) {
@@ -208,8 +200,9 @@ impl Gateway {
         }
     }
 
-    /// Closes connections that have been idle or open too long, on tokio's clock, checked
-    /// every tenth of the shorter limit (50 ms to 1 s). Runs until shutdown.
+    /// Closes connections that have been idle or open too long, on tokio's clock
+    /// ([`SweepClock`]), checked every tenth of the shorter limit (50 ms to 1 s). Runs until
+    /// shutdown.
     pub async fn sweep(&self) {
         let idle = self.limits.idle_timeout();
         let lifetime = self.limits.max_lifetime();
@@ -217,13 +210,13 @@ impl Gateway {
             (idle.min(lifetime) / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clock = SweepClock::start();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            // Tokio's clock, like the interval: tests pause it instead of waiting.
-            let now = tokio::time::Instant::now();
+            let now = clock.now();
             for conn in self.registry.local_connections() {
                 if conn.quiet_for(now) >= idle || conn.age(now) >= lifetime {
                     conn.request_close(1001, "Going away");
