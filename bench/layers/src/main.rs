@@ -2,7 +2,12 @@
 //! used the way its documentation suggests, to compare them under `switchboard bench`:
 //!
 //! - `tuned`: fastwebsockets reads; frames are encoded once, shared as `Bytes`, and a
-//!   client's backlog is written with one `writev` (the tuned reference of issue 6);
+//!   client's backlog is written with one `writev` (the tuned reference of issue 6), on
+//!   tokio's multi-thread runtime (a worker per core);
+//! - `tuned-st`: the same server on tokio's current-thread runtime: one thread does all the
+//!   work, as uWebSockets does. On a 2-core machine shared with the load client this is the
+//!   floor for CPU per delivery (no cross-thread wake-ups, no lock contention, every outbox in
+//!   one core's cache), and the reference the gateway is compared with from issue 14 on;
 //! - `tungstenite`: tokio-tungstenite with small buffers (4 KiB read, 4 KiB write), a split
 //!   sink fed the whole backlog, then flushed;
 //! - `tokio-websockets`: its server, a split sink fed the whole backlog, then flushed.
@@ -106,19 +111,29 @@ enum Layer {
     TokioWebsockets,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let mut args = std::env::args().skip(1);
-    let layer = match args.next().as_deref() {
-        Some("tuned") => Layer::Tuned,
-        Some("tungstenite") => Layer::Tungstenite,
-        Some("tokio-websockets") => Layer::TokioWebsockets,
+    let (layer, single_thread) = match args.next().as_deref() {
+        Some("tuned") => (Layer::Tuned, false),
+        Some("tuned-st") => (Layer::Tuned, true),
+        Some("tungstenite") => (Layer::Tungstenite, false),
+        Some("tokio-websockets") => (Layer::TokioWebsockets, false),
         _ => {
-            eprintln!("usage: bench-layers tuned|tungstenite|tokio-websockets PORT");
+            eprintln!("usage: bench-layers tuned|tuned-st|tungstenite|tokio-websockets PORT");
             std::process::exit(2);
         }
     };
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8083);
+    let mut runtime = if single_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = runtime.enable_all().build().expect("a tokio runtime");
+    runtime.block_on(serve(layer, port));
+}
+
+async fn serve(layer: Layer, port: u16) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.bind(([127, 0, 0, 1], port).into()).unwrap();
