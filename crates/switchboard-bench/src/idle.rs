@@ -10,7 +10,10 @@ use serde::Serialize;
 
 use crate::client::Target;
 use crate::workers::{self, Shared};
-use crate::{BenchError, check_file_limit, process_rss_kib, table, thousands, worker_threads};
+use crate::{
+    BenchError, check_file_limit, process_cpu_secs, process_rss_kib, table, thousands,
+    worker_threads,
+};
 
 /// How long the connections stay idle before the server's memory is read.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -64,6 +67,9 @@ pub struct IdleReport {
     pub rss_after_kib: Option<u64>,
     /// `(after - before) / connected`, in bytes.
     pub rss_bytes_per_connection: Option<f64>,
+    /// The server's CPU time (user + system) from the first connect until every connection
+    /// is open and settled, per connection, µs (10 ms ticks: meaningful over thousands).
+    pub server_cpu_us_per_connect: Option<f64>,
 }
 
 impl IdleReport {
@@ -102,6 +108,9 @@ impl IdleReport {
                 format!("{before} KiB -> {after} KiB: {per:.0} bytes/connection"),
             ));
         }
+        if let Some(us) = self.server_cpu_us_per_connect {
+            rows.push(("server CPU", format!("{us:.1} µs per connection")));
+        }
         table(&rows)
     }
 }
@@ -113,6 +122,7 @@ pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
     let threads = worker_threads(options.threads);
     let shared = Arc::new(Shared::new(threads));
     let rss_before = options.pid.and_then(process_rss_kib);
+    let cpu_before = options.pid.and_then(process_cpu_secs);
     let began = Instant::now();
     let mut handles = Vec::with_capacity(threads);
     for w in 0..threads {
@@ -141,6 +151,7 @@ pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
     let connect_time = shared.wait_connected(threads, options.clients, began);
     std::thread::sleep(SETTLE);
     let rss_after = options.pid.and_then(process_rss_kib);
+    let cpu_after = options.pid.and_then(process_cpu_secs);
     shared.release(Instant::now());
     for handle in handles {
         handle
@@ -163,6 +174,10 @@ pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
             (Some(b), Some(a)) if connected > 0 => {
                 Some((a as f64 - b as f64) * 1024.0 / connected as f64)
             }
+            _ => None,
+        },
+        server_cpu_us_per_connect: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) if connected > 0 => Some((a - b) * 1e6 / connected as f64),
             _ => None,
         },
     })
