@@ -285,6 +285,7 @@ impl<'g, S: AsyncRead + AsyncWrite + Unpin> Driver<'g, S> {
         self.conn.touch();
         match decoded {
             Decoded::Message { data, binary } => {
+                self.conn.count_message_in();
                 if self.closing.is_some() {
                     // Messages after the gateway's close frame are dropped, as RFC 6455 allows.
                     return Step::Again;

@@ -1,7 +1,8 @@
 //! The inspector over HTTP on the gateway's listener, everything under `/_switchboard/`:
 //!
 //! - `/_switchboard/` (and `app.js`, `style.css`): the page, compiled in;
-//! - `GET api/connections`, `GET api/routes`, `GET api/stats`: JSON snapshots;
+//! - `GET api/connections` (with each connection's messages in and out), `GET api/routes`,
+//!   `GET api/stats`: JSON snapshots;
 //! - `POST api/connections/{id}` (the body is posted) and `DELETE api/connections/{id}`:
 //!   through the management API, as caller `inspector`; they need the header
 //!   `X-Switchboard: 1`, which a cross-site form cannot send;
@@ -167,6 +168,8 @@ fn connections(gw: &Gateway) -> serde_json::Value {
                 "connected_at_ms": conn.context.connected_at_ms,
                 "last_active_ms": conn.last_active_ms(),
                 "queued_bytes": conn.queued_bytes(),
+                "messages_in": conn.messages_in(),
+                "messages_out": conn.messages_out(),
             })
         })
         .collect();

@@ -1,7 +1,7 @@
 // The inspector page in a real browser: a client connects (from a second page), sends a frame
 // to a routed echo function; the page shows the frame, the route decision and the invocation
-// with its event; a post from the page reaches the client; a disconnect from the page shows
-// the client's `$disconnect`.
+// with its event, and the connection's messages in and out; a post from the page reaches the
+// client; a disconnect from the page shows the client's `$disconnect`.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ route_response = "$default"
 integration = { type = "builtin", name = "echo" }
 `;
 
-test('the inspector shows a frame, its route, the invocation, a post and a disconnect', async () => {
+test('the inspector shows a frame, its route, the invocation, messages in and out, a post and a disconnect', async () => {
   const dir = tempDir('inspector');
   const server = await Server.start({ dataDir: dir, config: CONFIG });
   const browser = await launchBrowser();
@@ -44,6 +44,8 @@ test('the inspector shows a frame, its route, the invocation, a post and a disco
     await row.first().waitFor();
     const id = await row.first().getAttribute('data-id');
     assert.ok(id);
+    const counted = (cell, n) => row.first().locator(`td.${cell}:text-is("${n}")`).waitFor();
+    await counted('messages-in', 0);
 
     await client.evaluate(() => window.ws.send('{"action":"echo","hello":"inspector"}'));
     await client.waitForFunction(() => window.received.length === 1);
@@ -57,12 +59,15 @@ test('the inspector shows a frame, its route, the invocation, a post and a disco
     assert.match(detail, /"routeKey": "echo"/);
     assert.match(detail, /"connectionId": /);
     assert.match(detail, /statusCode/);
+    await counted('messages-in', 1);
+    await counted('messages-out', 1);
 
     // Post from the page.
     await page.fill('#connections tbody tr input', 'posted from the page');
     await page.click('#connections tbody tr button[type="submit"]');
     await client.waitForFunction(() => window.received.includes('posted from the page'));
     await page.locator('#events li.management', { hasText: 'by inspector: 200' }).waitFor();
+    await counted('messages-out', 2);
 
     // Disconnect from the page: the close and the `$disconnect` invocation.
     await page.click('#connections tbody tr button:text-is("Disconnect")');

@@ -1,11 +1,14 @@
 //! The inspector: the event stream in process and over HTTP (SSE), its filters, its access
-//! rule, its management calls, and `switchboard tail --json` against the real binary.
+//! rule, its management calls, its snapshots (messages per connection), and `switchboard tail
+//! --json` against the real binary.
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use switchboard::Id;
 use switchboard::api::Api;
 use switchboard::api::SelectionExpression;
+use switchboard::gateway::frame::OutFrame;
 use switchboard::inspector::{Filter, Item, Subscription};
 use switchboard::integration::echo::Echo;
 
@@ -237,6 +240,8 @@ async fn the_json_api_lists_connections_and_routes() {
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["source_ip"], "127.0.0.1");
     assert_eq!(list[0]["queued_bytes"], 0);
+    assert_eq!(list[0]["messages_in"], 1);
+    assert_eq!(list[0]["messages_out"], 1, "the echo");
     let routes: Value = get("/_switchboard/api/routes")
         .await
         .unwrap()
@@ -270,6 +275,56 @@ async fn the_json_api_lists_connections_and_routes() {
     assert!(csp.contains("script-src 'self'"));
     assert!(page.text().await.unwrap().contains("/_switchboard/app.js"));
     assert_eq!(get("/_switchboard/nothing").await.unwrap().status(), 404);
+}
+
+/// `GET /_switchboard/{path}` as JSON, with its status.
+async fn get_json(server: &TestServer, path: &str) -> (u16, Value) {
+    let response = reqwest::get(server.http(path)).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn connections_count_messages_in_and_out() {
+    let (server, _disconnects) = echo_server().await;
+    let mut sub = subscribe(&server, Filter::default());
+    let mut a = server.connect().await;
+    let id_a = connection_id(&mut sub).await;
+    let mut b = server.connect().await;
+    let id_b = connection_id(&mut sub).await;
+    // In: three echoes and a frame no route takes; each is answered (out).
+    for n in 0..3 {
+        a.send(&format!(r#"{{"action":"echo","n":{n}}}"#)).await;
+        assert_eq!(a.recv().await, format!(r#"{{"action":"echo","n":{n}}}"#));
+    }
+    a.send(r#"{"action":"nothing"}"#).await;
+    assert_eq!(a.recv_json().await["message"], "Forbidden");
+    // Out: two broadcasts to both, each frame encoded once and pushed to each recipient.
+    let management = &server.gateway.management;
+    for text in ["one", "two"] {
+        let frame = OutFrame::text(text.as_bytes());
+        for id in [&id_a, &id_b] {
+            let id = Id::parse(id).unwrap();
+            management.post_frame(&id, &frame).resolve().await.unwrap();
+        }
+    }
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.recv().await, "one");
+        assert_eq!(client.recv().await, "two");
+    }
+    let (status, body) = get_json(&server, "/_switchboard/api/connections").await;
+    assert_eq!(status, 200);
+    let counts = |id: &str| {
+        let c = body["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id} listed: {body}"));
+        (c["messages_in"].clone(), c["messages_out"].clone())
+    };
+    assert_eq!(counts(&id_a), (json!(4), json!(6)));
+    assert_eq!(counts(&id_b), (json!(0), json!(2)));
 }
 
 #[tokio::test]

@@ -76,34 +76,55 @@ async function call(method, id, body) {
   return r.status;
 }
 
+const CONNECTION_CELLS = [
+  'id', 'source-ip', 'user-agent', 'connected', 'last-active', 'messages-in', 'messages-out', 'queued',
+];
+
+function connectionCells(c) {
+  return [
+    c.id, c.source_ip, c.user_agent ?? '', time(c.connected_at_ms), time(c.last_active_ms),
+    c.messages_in, c.messages_out, c.queued_bytes,
+  ];
+}
+
+function connectionRow(id) {
+  const tr = el('tr');
+  tr.dataset.id = id;
+  for (const cls of CONNECTION_CELLS) tr.appendChild(el('td', null, cls));
+  const form = el('form');
+  const input = el('input');
+  input.placeholder = 'message';
+  input.setAttribute('aria-label', 'message to ' + id);
+  const send = el('button', 'Post');
+  send.type = 'submit';
+  form.append(input, send);
+  form.addEventListener('submit', (e) => { e.preventDefault(); call('POST', id, input.value).then(() => { input.value = ''; }); });
+  const tdForm = el('td'); tdForm.appendChild(form); tr.appendChild(tdForm);
+  const del = el('button', 'Disconnect');
+  del.type = 'button';
+  del.addEventListener('click', () => call('DELETE', id));
+  const tdDel = el('td'); tdDel.appendChild(del); tr.appendChild(tdDel);
+  return tr;
+}
+
+// Rows are updated in place, so the counters stay live while a message is being typed into
+// one (its focus is kept); rows of new connections are added, those of closed ones removed.
 async function refreshConnections() {
   const data = await (await fetch('/_switchboard/api/connections')).json();
   const body = $('connections').tBodies[0];
-  const rows = data.connections.map((c) => {
-    const tr = el('tr');
-    tr.dataset.id = c.id;
-    for (const v of [c.id, c.source_ip, c.user_agent ?? '', time(c.connected_at_ms), time(c.last_active_ms), c.queued_bytes]) {
-      tr.appendChild(el('td', v));
-    }
-    const form = el('form');
-    const input = el('input');
-    input.placeholder = 'message';
-    input.setAttribute('aria-label', 'message to ' + c.id);
-    const send = el('button', 'Post');
-    send.type = 'submit';
-    form.append(input, send);
-    form.addEventListener('submit', (e) => { e.preventDefault(); call('POST', c.id, input.value).then(() => { input.value = ''; }); });
-    const tdForm = el('td'); tdForm.appendChild(form); tr.appendChild(tdForm);
-    const del = el('button', 'Disconnect');
-    del.type = 'button';
-    del.addEventListener('click', () => call('DELETE', c.id));
-    const tdDel = el('td'); tdDel.appendChild(del); tr.appendChild(tdDel);
-    return tr;
+  const open = new Set(data.connections.map((c) => c.id));
+  const rows = new Map();
+  for (const tr of [...body.rows]) {
+    if (open.has(tr.dataset.id)) rows.set(tr.dataset.id, tr); else tr.remove();
+  }
+  data.connections.forEach((c, i) => {
+    const tr = rows.get(c.id) ?? connectionRow(c.id);
+    connectionCells(c).forEach((v, j) => {
+      const text = String(v);
+      if (tr.cells[j].textContent !== text) tr.cells[j].textContent = text;
+    });
+    if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] ?? null);
   });
-  // Keep a row whose input has focus, so typing is not interrupted.
-  const focused = document.activeElement && document.activeElement.closest('tr');
-  if (focused && body.contains(focused)) return;
-  body.replaceChildren(...rows);
 }
 
 async function refreshRoutes() {
