@@ -112,15 +112,36 @@ impl ShardedCounter {
     }
 }
 
-/// What is counted per Lambda function (`integration/lambda/`).
+/// What is counted per Lambda function (`integration/lambda/`): its execution environments
+/// (processes) and what they do. Updated once per process start or end and once per
+/// invocation, never per frame.
 #[derive(Debug, Default)]
 pub struct FunctionMetrics {
     /// The function's name.
     pub name: String,
     /// Processes started (each one a cold start).
     pub cold_starts: AtomicU64,
+    /// Processes that exited, crashed, timed out or reported an init error (each one is
+    /// started again); not those stopped because they idled out, the code changed or the
+    /// server stops.
+    pub restarts: AtomicU64,
     /// Processes running now.
     pub environments: AtomicU64,
+    /// Processes running now that got through their init (they asked for an invocation):
+    /// the warm ones, busy or idle.
+    pub warm: AtomicU64,
+    /// Processes holding an invocation now.
+    pub busy: AtomicU64,
+    /// Invocations handed to a process.
+    pub invocations: AtomicU64,
+}
+
+impl FunctionMetrics {
+    /// Warm processes waiting for an invocation.
+    pub fn idle(&self) -> u64 {
+        let warm = self.warm.load(Ordering::Relaxed);
+        warm.saturating_sub(self.busy.load(Ordering::Relaxed))
+    }
 }
 
 /// What is counted per gateway.
@@ -266,29 +287,49 @@ impl Metrics {
         );
         let functions = self.functions.lock().expect("metrics lock").clone();
         if !functions.is_empty() {
-            let _ = writeln!(
-                out,
-                "# HELP switchboard_function_cold_starts_total Lambda execution environments started, by function.\n# TYPE switchboard_function_cold_starts_total counter"
-            );
-            for f in &functions {
-                let _ = writeln!(
-                    out,
-                    "switchboard_function_cold_starts_total{{function=\"{}\"}} {}",
-                    escape(&f.name),
-                    f.cold_starts.load(Ordering::Relaxed)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP switchboard_function_environments Lambda execution environments running now, by function.\n# TYPE switchboard_function_environments gauge"
-            );
-            for f in &functions {
-                let _ = writeln!(
-                    out,
-                    "switchboard_function_environments{{function=\"{}\"}} {}",
-                    escape(&f.name),
-                    f.environments.load(Ordering::Relaxed)
-                );
+            type Read = fn(&FunctionMetrics) -> u64;
+            let series: [(&str, &str, &str, Read); 5] = [
+                (
+                    "switchboard_function_cold_starts_total",
+                    "counter",
+                    "Lambda execution environments started, by function.",
+                    |f| f.cold_starts.load(Ordering::Relaxed),
+                ),
+                (
+                    "switchboard_function_restarts_total",
+                    "counter",
+                    "Lambda processes that exited, crashed, timed out or failed their init and were started again, by function.",
+                    |f| f.restarts.load(Ordering::Relaxed),
+                ),
+                (
+                    "switchboard_function_invocations_total",
+                    "counter",
+                    "Invocations handed to a Lambda process, by function.",
+                    |f| f.invocations.load(Ordering::Relaxed),
+                ),
+                (
+                    "switchboard_function_environments",
+                    "gauge",
+                    "Lambda execution environments running now, by function.",
+                    |f| f.environments.load(Ordering::Relaxed),
+                ),
+                (
+                    "switchboard_function_busy_environments",
+                    "gauge",
+                    "Lambda execution environments handling an invocation now, by function.",
+                    |f| f.busy.load(Ordering::Relaxed),
+                ),
+            ];
+            for (name, kind, help, read) in series {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for f in &functions {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{function=\"{}\"}} {}",
+                        escape(&f.name),
+                        read(f)
+                    );
+                }
             }
         }
         let _ = writeln!(

@@ -2,7 +2,8 @@
 //!
 //! - `/_switchboard/` (and `app.js`, `style.css`): the page, compiled in;
 //! - `GET api/connections` (with each connection's messages in and out), `GET api/routes`,
-//!   `GET api/stats`: JSON snapshots;
+//!   `GET api/functions` (each Lambda function's execution environments), `GET api/stats`:
+//!   JSON snapshots;
 //! - `POST api/connections/{id}` (the body is posted) and `DELETE api/connections/{id}`:
 //!   through the management API, as caller `inspector`; they need the header
 //!   `X-Switchboard: 1`, which a cross-site form cannot send;
@@ -73,6 +74,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
         (&Method::GET, "/style.css") => asset("text/css; charset=utf-8", STYLE),
         (&Method::GET, "/api/connections") => json_response(connections(&gw)),
         (&Method::GET, "/api/routes") => json_response(routes(&gw)),
+        (&Method::GET, "/api/functions") => json_response(functions(&gw)),
         (&Method::GET, "/api/stats") => json_response(stats(&gw)),
         (&Method::GET, "/stream") => {
             let filter = parse_filter(request.uri().query().unwrap_or(""));
@@ -201,6 +203,31 @@ fn routes(gw: &Gateway) -> serde_json::Value {
         "selection_expression": gw.api.selection().as_str(),
         "routes": list,
     })
+}
+
+/// Each Lambda function's execution environments: running (`environments`), past their init
+/// and waiting (`idle`) or handling an invocation (`busy`), still in their init (`starting`),
+/// and the cold starts, restarts and invocations so far.
+fn functions(gw: &Gateway) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let functions = gw.metrics.functions.lock().expect("metrics lock").clone();
+    let list: Vec<_> = functions
+        .iter()
+        .map(|f| {
+            let environments = f.environments.load(Relaxed);
+            json!({
+                "function": f.name,
+                "environments": environments,
+                "idle": f.idle(),
+                "busy": f.busy.load(Relaxed),
+                "starting": environments.saturating_sub(f.warm.load(Relaxed)),
+                "cold_starts": f.cold_starts.load(Relaxed),
+                "restarts": f.restarts.load(Relaxed),
+                "invocations": f.invocations.load(Relaxed),
+            })
+        })
+        .collect();
+    json!({ "functions": list })
 }
 
 /// Counters the page turns into rates.

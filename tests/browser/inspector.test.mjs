@@ -1,11 +1,16 @@
 // The inspector page in a real browser: a client connects (from a second page), sends a frame
 // to a routed echo function; the page shows the frame, the route decision and the invocation
 // with its event, and the connection's messages in and out; a post from the page reaches the
-// client; a disconnect from the page shows the client's `$disconnect`.
+// client; a Lambda function's environment shows its cold start and invocations; a disconnect
+// from the page shows the client's `$disconnect`.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
 import { Server, launchBrowser, tempDir, cleanup } from './harness.mjs';
+
+// The Python custom-runtime function of the Rust tests.
+const FUNCTIONS = fileURLToPath(new URL('../functions/', import.meta.url));
 
 const CONFIG = `
 stage = "dev"
@@ -14,11 +19,15 @@ stage = "dev"
 integration = { type = "builtin", name = "echo" }
 route_response = "$default"
 
+[routes.pid]
+integration = { type = "lambda", command = ["python3", "runtime.py"], working_dir = ${JSON.stringify(FUNCTIONS)}, function_name = "py-env" }
+route_response = "$default"
+
 [routes."$disconnect"]
 integration = { type = "builtin", name = "echo" }
 `;
 
-test('the inspector shows a frame, its route, the invocation, messages in and out, a post and a disconnect', async () => {
+test('the inspector shows a frame, its route, the invocation, messages in and out, a post, a function\'s environment and a disconnect', async () => {
   const dir = tempDir('inspector');
   const server = await Server.start({ dataDir: dir, config: CONFIG });
   const browser = await launchBrowser();
@@ -68,6 +77,19 @@ test('the inspector shows a frame, its route, the invocation, messages in and ou
     await client.waitForFunction(() => window.received.includes('posted from the page'));
     await page.locator('#events li.management', { hasText: 'by inspector: 200' }).waitFor();
     await counted('messages-out', 2);
+
+    // A Lambda function: its one environment, started with the server (one cold start), takes
+    // the invocation.
+    const fn = page.locator('#functions tbody tr[data-function="py-env"]');
+    await fn.locator('td.cold-starts:text-is("1")').waitFor();
+    await client.evaluate(() => window.ws.send('{"action":"pid"}'));
+    await client.waitForFunction(() => window.received.length === 3);
+    await fn.locator('td.invocations:text-is("1")').waitFor();
+    assert.equal(await fn.locator('td.environments').textContent(), '1');
+    assert.equal(await fn.locator('td.cold-starts').textContent(), '1');
+    assert.equal(await fn.locator('td.restarts').textContent(), '0');
+    await counted('messages-in', 2);
+    await counted('messages-out', 3);
 
     // Disconnect from the page: the close and the `$disconnect` invocation.
     await page.click('#connections tbody tr button:text-is("Disconnect")');

@@ -1,6 +1,6 @@
 //! The inspector: the event stream in process and over HTTP (SSE), its filters, its access
-//! rule, its management calls, its snapshots (messages per connection), and `switchboard tail
-//! --json` against the real binary.
+//! rule, its management calls, its snapshots (messages per connection, functions'
+//! environments), and `switchboard tail --json` against the real binary.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use switchboard::inspector::{Filter, Item, Subscription};
 use switchboard::integration::echo::Echo;
 
 use crate::common::*;
+use crate::integrations_common::{api_config, internal_error, python};
 
 /// A server with an `echo` route (two-way), a `$disconnect` recorder and `$connect`.
 async fn echo_server() -> (TestServer, tokio::sync::mpsc::UnboundedReceiver<Value>) {
@@ -266,6 +267,14 @@ async fn the_json_api_lists_connections_and_routes() {
     assert_eq!(stats["open_connections"], 1);
     assert_eq!(stats["frames_in"], 1);
     assert_eq!(stats["invocations"], 2, "$connect and echo");
+    // No Lambda functions.
+    let functions: Value = get("/_switchboard/api/functions")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(functions, json!({"functions": []}));
     let page = get("/_switchboard/").await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]
@@ -325,6 +334,60 @@ async fn connections_count_messages_in_and_out() {
     };
     assert_eq!(counts(&id_a), (json!(4), json!(6)));
     assert_eq!(counts(&id_b), (json!(0), json!(2)));
+}
+
+/// The process id of the function answering (the Python test function's `pid` action).
+async fn pid(c: &mut Client) -> String {
+    c.send(r#"{"action":"pid"}"#).await;
+    c.recv().await
+}
+
+#[tokio::test]
+async fn functions_show_their_environments_cold_starts_and_restarts() {
+    let config = api_config(&format!(
+        "[routes.\"$default\"]\nintegration = {}\nroute_response = \"$default\"\n",
+        python(r#"function_name = "envs""#)
+    ));
+    let server = TestServer::start(config).await;
+    let mut c = server.connect().await;
+    let first = pid(&mut c).await;
+    for _ in 0..2 {
+        assert_eq!(pid(&mut c).await, first, "the warm process answers");
+    }
+    let envs = |body: &Value| {
+        let list = body["functions"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{body}");
+        list[0].clone()
+    };
+    let (status, body) = get_json(&server, "/_switchboard/api/functions").await;
+    assert_eq!(status, 200);
+    let f = envs(&body);
+    assert_eq!(f["function"], "envs");
+    assert_eq!(f["cold_starts"], 1, "one cold start for three calls: {f}");
+    assert_eq!(f["invocations"], 3);
+    assert_eq!(f["environments"], 1);
+    assert_eq!(f["idle"], 1);
+    assert_eq!(f["busy"], 0);
+    assert_eq!(f["starting"], 0);
+    assert_eq!(f["restarts"], 0);
+
+    // A crash: the invocation fails, the process is restarted (a second cold start).
+    c.send(r#"{"action":"crash"}"#).await;
+    internal_error(&c.recv_json().await);
+    let f = envs(&get_json(&server, "/_switchboard/api/functions").await.1);
+    assert_eq!(f["restarts"], 1, "{f}");
+    assert_eq!(f["busy"], 0);
+    assert_ne!(pid(&mut c).await, first, "a new process answers");
+    let f = envs(&get_json(&server, "/_switchboard/api/functions").await.1);
+    assert_eq!(f["cold_starts"], 2, "{f}");
+    assert_eq!(f["invocations"], 5);
+    assert_eq!(f["environments"], 1);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("switchboard_function_restarts_total{function=\"envs\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchboard_function_busy_environments{function=\"envs\"} 0"));
 }
 
 #[tokio::test]

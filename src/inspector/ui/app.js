@@ -1,5 +1,6 @@
-// switchboard inspector: the live event stream (Server-Sent Events), the connections and
-// routes (polled JSON), four charts. Every piece of data is inserted with textContent.
+// switchboard inspector: the live event stream (Server-Sent Events), the connections, routes
+// and functions' environments (polled JSON), four charts. Every piece of data is inserted
+// with textContent.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -138,6 +139,22 @@ async function refreshRoutes() {
   }));
 }
 
+async function refreshFunctions() {
+  const data = await (await fetch('/_switchboard/api/functions')).json();
+  $('functions-view').hidden = data.functions.length === 0;
+  $('functions').tBodies[0].replaceChildren(...data.functions.map((f) => {
+    const tr = el('tr');
+    tr.dataset.function = f.function;
+    const cells = [
+      ['function', f.function], ['environments', f.environments], ['idle', f.idle], ['busy', f.busy],
+      ['starting', f.starting], ['cold-starts', f.cold_starts], ['restarts', f.restarts],
+      ['invocations', f.invocations],
+    ];
+    for (const [cls, v] of cells) tr.appendChild(el('td', v, cls));
+    return tr;
+  }));
+}
+
 function draw(id, values) {
   const canvas = $(id);
   const ctx = canvas.getContext('2d');
@@ -171,7 +188,7 @@ async function refreshStats() {
 }
 
 function tick() {
-  Promise.all([refreshConnections(), refreshRoutes(), refreshStats()])
+  Promise.all([refreshConnections(), refreshRoutes(), refreshFunctions(), refreshStats()])
     .catch(() => { $('status').textContent = 'server unreachable'; });
 }
 

@@ -98,8 +98,6 @@ pub struct LambdaFunction {
     queue: mpsc::Sender<Job>,
     /// The receiving end, shared by the function's environments.
     jobs: tokio::sync::Mutex<mpsc::Receiver<Job>>,
-    /// Environments whose process has asked for an invocation and is still running.
-    live: std::sync::atomic::AtomicUsize,
     /// Processes waiting in `next` for an invocation.
     waiting: std::sync::atomic::AtomicUsize,
     /// On-demand processes started and not yet asking for an invocation.
@@ -112,7 +110,9 @@ pub struct LambdaFunction {
     code_changed: tokio::sync::Notify,
     /// How a managed runtime's process is started (set by `Functions::start`).
     launch: std::sync::OnceLock<managed::Launch>,
-    /// Cold starts and running environments, for `/metrics`.
+    /// Its environments (cold starts, restarts, running, warm, busy) and invocations, for
+    /// `/metrics` and the inspector. `warm` also tells the supervisors whether any process got
+    /// through its init.
     metrics: Arc<crate::metrics::FunctionMetrics>,
 }
 
@@ -137,7 +137,6 @@ impl LambdaFunction {
             spec,
             queue,
             jobs: tokio::sync::Mutex::new(jobs),
-            live: Default::default(),
             waiting: Default::default(),
             starting: Default::default(),
             demand: Default::default(),
@@ -148,7 +147,7 @@ impl LambdaFunction {
         }
     }
 
-    /// The function's counters for `/metrics`.
+    /// The function's counters, for `/metrics` and the inspector.
     pub fn metrics(&self) -> &Arc<crate::metrics::FunctionMetrics> {
         &self.metrics
     }
@@ -233,7 +232,7 @@ impl Functions {
         self.data_dir = data_dir;
     }
 
-    /// Every function's counters, for `/metrics`.
+    /// Every function's counters, for `/metrics` and the inspector.
     pub fn metrics(&self) -> Vec<Arc<crate::metrics::FunctionMetrics>> {
         self.list.iter().map(|f| f.metrics.clone()).collect()
     }

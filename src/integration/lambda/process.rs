@@ -187,6 +187,15 @@ enum Exit {
 }
 
 impl Exit {
+    /// Whether the process ended by itself or failed (a restart), rather than being stopped
+    /// on purpose.
+    fn restarts(&self) -> bool {
+        match self {
+            Exit::SpawnFailed(_) | Exit::Exited(_) | Exit::TimedOut | Exit::InitError(_) => true,
+            Exit::Stopped | Exit::Idle | Exit::Reload => false,
+        }
+    }
+
     /// The error an invocation handled by the process gets, as Lambda reports it.
     fn error(&self, function: &str, request_id: &str) -> CallError {
         match self {
@@ -256,6 +265,10 @@ impl Supervisor {
             self.env.started();
             let polled = self.env.polled.load(Ordering::SeqCst);
             let answered = self.env.answered.load(Ordering::SeqCst);
+            // Counted before the invocation it held fails, so whoever sees the failure sees it.
+            if exit.restarts() {
+                function.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+            }
             let failed = self.env.end(|id| exit.error(&spec.name, id));
             match exit {
                 Exit::Stopped => return,
@@ -482,7 +495,8 @@ impl Supervisor {
         tokio::pin!(sleep);
         let function = &self.env.function;
         loop {
-            let fail_waiting = init_failure.is_some() && function.live.load(Ordering::SeqCst) == 0;
+            let fail_waiting =
+                init_failure.is_some() && function.metrics.warm.load(Ordering::SeqCst) == 0;
             tokio::select! {
                 _ = &mut sleep => return true,
                 _ = self.stop.cancelled() => return false,

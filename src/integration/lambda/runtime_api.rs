@@ -122,16 +122,26 @@ impl Environment {
             let mut slot = self.slot();
             slot.generation += 1;
             slot.token.cancel();
-            slot.current.take()
+            self.finish(&mut slot)
         };
         self.deadline.send_replace(None);
         if self.polled.swap(false, Ordering::SeqCst) {
-            self.function.live.fetch_sub(1, Ordering::SeqCst);
+            self.function.metrics.warm.fetch_sub(1, Ordering::SeqCst);
         }
         current.map(|c| {
             let _ = c.reply.send(Err(error(&c.request_id)));
             c.request_id
         })
+    }
+
+    /// Takes the current invocation out of `slot`, however it ends (answered, abandoned, its
+    /// process gone): the process is no longer busy.
+    fn finish(&self, slot: &mut Slot) -> Option<Current> {
+        let current = slot.current.take();
+        if current.is_some() {
+            self.function.metrics.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+        current
     }
 
     /// The request id of the invocation the current process holds, if any.
@@ -188,10 +198,17 @@ impl Environment {
             }
             return None;
         }
-        slot.current = Some(Current {
+        let metrics = &self.function.metrics;
+        metrics.invocations.fetch_add(1, Ordering::Relaxed);
+        let previous = slot.current.replace(Current {
             request_id: job.request_id,
             reply: job.reply,
         });
+        // A runtime asking twice at once loses the first invocation (its caller is told the
+        // function stopped); the process stays busy once.
+        if previous.is_none() {
+            metrics.busy.fetch_add(1, Ordering::Relaxed);
+        }
         self.deadline.send_replace(Some(job.deadline));
         Some(job.payload)
     }
@@ -201,7 +218,7 @@ impl Environment {
         let mut slot = self.slot();
         if slot.current.as_ref().is_some_and(|c| c.request_id == id) {
             self.deadline.send_replace(None);
-            slot.current.take()
+            self.finish(&mut slot)
         } else {
             None
         }
@@ -267,7 +284,7 @@ fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response
 async fn next(State(env): State<Arc<Environment>>) -> Response {
     let (generation, token, abandoned) = {
         let mut slot = env.slot();
-        (slot.generation, slot.token.clone(), slot.current.take())
+        (slot.generation, slot.token.clone(), env.finish(&mut slot))
     };
     if let Some(abandoned) = abandoned {
         env.deadline.send_replace(None);
@@ -277,7 +294,7 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
         ))));
     }
     if !env.polled.swap(true, Ordering::SeqCst) {
-        env.function.live.fetch_add(1, Ordering::SeqCst);
+        env.function.metrics.warm.fetch_add(1, Ordering::SeqCst);
     }
     let waiting = Waiting::new(&env.function.waiting);
     env.started();
