@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::integrations_common::{dynamodb_call, dynamodb_call_ok};
 use serde_json::{Value, json};
 use switchboard::config::{Config, FileConfig};
 use tokio::process::Command;
@@ -95,37 +96,6 @@ fn require_node_modules() {
             && scripts().join("node_modules/aws-sdk").is_dir(),
         "the JavaScript SDKs are missing: run `npm ci` in tests/dynamodb (scripts/test.sh does)"
     );
-}
-
-/// One DynamoDB call over plain HTTP, as an SDK sends it (signed with any key: on loopback
-/// without credentials the signature is not checked).
-async fn call(addr: &str, operation: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/"))
-        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-date", "20260101T000000Z")
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/dynamodb/aws4_request, \
-             SignedHeaders=host;x-amz-date, Signature=00",
-        )
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn call_ok(addr: &str, operation: &str, body: Value) -> Value {
-    let (status, answer) = call(addr, operation, body).await;
-    assert_eq!(status, 200, "{operation}: {answer}");
-    answer
 }
 
 fn now_secs() -> u64 {
@@ -346,14 +316,15 @@ PrimaryKey = { Name = "connectionId", Type = "String" }
 async fn declared_tables_exist_at_start_and_expired_items_disappear() {
     let server = TestServer::start(config_from(DECLARED)).await;
     let addr = server.addr.to_string();
-    let tables = call_ok(&addr, "ListTables", json!({})).await;
+    let tables = dynamodb_call_ok(&addr, "ListTables", json!({})).await;
     assert_eq!(tables["TableNames"], json!(["connections", "sessions"]));
-    let described = call_ok(&addr, "DescribeTable", json!({"TableName": "sessions"})).await;
+    let described =
+        dynamodb_call_ok(&addr, "DescribeTable", json!({"TableName": "sessions"})).await;
     assert_eq!(
         described["Table"]["StreamSpecification"]["StreamViewType"],
         "NEW_IMAGE"
     );
-    let ttl = call_ok(
+    let ttl = dynamodb_call_ok(
         &addr,
         "DescribeTimeToLive",
         json!({"TableName": "sessions"}),
@@ -365,7 +336,7 @@ async fn declared_tables_exist_at_start_and_expired_items_disappear() {
     );
     let now = now_secs();
     for (id, expires) in [("gone", now - 60), ("kept", now + 3600)] {
-        call_ok(
+        dynamodb_call_ok(
             &addr,
             "PutItem",
             json!({"TableName": "sessions", "Item": {
@@ -376,11 +347,11 @@ async fn declared_tables_exist_at_start_and_expired_items_disappear() {
     }
     // The sweep runs every second: wait for it to take the expired item.
     eventually(WAIT, || async {
-        let answer = call_ok(&addr, "Scan", json!({"TableName": "sessions"})).await;
+        let answer = dynamodb_call_ok(&addr, "Scan", json!({"TableName": "sessions"})).await;
         answer["Count"] == 1
     })
     .await;
-    let left = call_ok(&addr, "Scan", json!({"TableName": "sessions"})).await;
+    let left = dynamodb_call_ok(&addr, "Scan", json!({"TableName": "sessions"})).await;
     assert_eq!(left["Items"][0]["id"]["S"], "kept");
     let metrics = server.metrics().await;
     assert!(
@@ -430,7 +401,7 @@ async fn binary(
 async fn a_restart_and_a_kill_9_keep_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, _log) = binary(dir.path()).await;
-    call_ok(
+    dynamodb_call_ok(
         &addr,
         "CreateTable",
         json!({
@@ -441,7 +412,7 @@ async fn a_restart_and_a_kill_9_keep_every_acknowledged_write() {
         }),
     )
     .await;
-    call_ok(
+    dynamodb_call_ok(
         &addr,
         "PutItem",
         json!({"TableName": "durable", "Item": {"id": {"S": "before-restart"}}}),
@@ -459,7 +430,7 @@ async fn a_restart_and_a_kill_9_keep_every_acknowledged_write() {
         .unwrap();
     assert!(status.success(), "{status}");
     let (mut child, addr, _log) = binary(dir.path()).await;
-    let got = call_ok(
+    let got = dynamodb_call_ok(
         &addr,
         "GetItem",
         json!({"TableName": "durable", "Key": {"id": {"S": "before-restart"}}}),
@@ -468,14 +439,14 @@ async fn a_restart_and_a_kill_9_keep_every_acknowledged_write() {
     assert_eq!(got["Item"]["id"]["S"], "before-restart");
     // Acknowledged writes, then SIGKILL: no chance to flush anything.
     for i in 0..20 {
-        call_ok(
+        dynamodb_call_ok(
             &addr,
             "PutItem",
             json!({"TableName": "durable", "Item": {"id": {"S": format!("acked-{i}")}}}),
         )
         .await;
     }
-    call_ok(
+    dynamodb_call_ok(
         &addr,
         "UpdateItem",
         json!({
@@ -487,9 +458,9 @@ async fn a_restart_and_a_kill_9_keep_every_acknowledged_write() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let (_child, addr, _log) = binary(dir.path()).await;
-    let scanned = call_ok(&addr, "Scan", json!({"TableName": "durable"})).await;
+    let scanned = dynamodb_call_ok(&addr, "Scan", json!({"TableName": "durable"})).await;
     assert_eq!(scanned["Count"], 21, "{scanned}");
-    let got = call_ok(
+    let got = dynamodb_call_ok(
         &addr,
         "GetItem",
         json!({"TableName": "durable", "Key": {"id": {"S": "acked-19"}}}),
@@ -570,7 +541,7 @@ async fn with_credentials_calls_must_be_signed_with_them() {
 #[tokio::test]
 async fn without_dynamodb_a_post_to_the_root_is_what_it_was() {
     let server = TestServer::start(crate::common::config()).await;
-    let (status, _) = call(&server.addr.to_string(), "ListTables", json!({})).await;
+    let (status, _) = dynamodb_call(&server.addr.to_string(), "ListTables", json!({})).await;
     assert_eq!(status, 405);
     assert!(!server.metrics().await.contains("switchboard_dynamodb"));
 }
@@ -632,7 +603,7 @@ PrimaryKey = {{ Name = "connectionId", Type = "String" }}
     let mut b = server.connect().await;
     a.send(r#"{"action": "endpoint"}"#).await;
     assert_eq!(a.recv().await, format!("http://{addr}"));
-    let scanned = call_ok(&addr, "Scan", json!({"TableName": "connections"})).await;
+    let scanned = dynamodb_call_ok(&addr, "Scan", json!({"TableName": "connections"})).await;
     assert_eq!(scanned["Count"], 2, "{scanned}");
     a.send(r#"{"action": "sendmessage", "data": "hello all"}"#)
         .await;
@@ -640,7 +611,7 @@ PrimaryKey = {{ Name = "connectionId", Type = "String" }}
     assert_eq!(b.recv().await, "hello all");
     b.close(1000, "bye").await;
     eventually(WAIT, || async {
-        call_ok(&addr, "Scan", json!({"TableName": "connections"})).await["Count"] == 1
+        dynamodb_call_ok(&addr, "Scan", json!({"TableName": "connections"})).await["Count"] == 1
     })
     .await;
 }

@@ -1,5 +1,5 @@
 //! Helpers for the integration and authorizer tests: configurations from TOML, an HTTP backend
-//! to point integrations at, and a log capture.
+//! to point integrations at, a log capture, and DynamoDB calls as an SDK makes them.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::convert::Infallible;
@@ -213,4 +213,36 @@ impl Logs {
         .await;
         found.unwrap_or_else(|_| panic!("no such log line in:\n{}", self.text()))
     }
+}
+
+/// One DynamoDB call to the server at `addr` over plain HTTP, as an SDK sends it (signed with
+/// any key: on loopback without credentials the signature is not checked).
+pub async fn dynamodb_call(addr: &str, operation: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/"))
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-date", "20260101T000000Z")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/dynamodb/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature=00",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// [`dynamodb_call`], which must answer 200.
+pub async fn dynamodb_call_ok(addr: &str, operation: &str, body: Value) -> Value {
+    let (status, answer) = dynamodb_call(addr, operation, body).await;
+    assert_eq!(status, 200, "{operation}: {answer}");
+    answer
 }
