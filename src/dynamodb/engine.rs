@@ -129,18 +129,25 @@ impl Engine {
         &self.path
     }
 
-    /// The table count and the database's size (read under the engine's lock, off the
-    /// caller's thread).
-    pub(crate) async fn gauges(&self) -> Option<Gauges> {
+    /// Runs `read` on the database on a blocking thread: the database's lock is taken there,
+    /// never on a gateway worker. `None` if the blocking task failed.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> T + Send + 'static,
+    ) -> Option<T> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || read(&db)).await.ok()
+    }
+
+    /// The table count and the database's size.
+    pub(crate) async fn gauges(&self) -> Option<Gauges> {
+        self.read(|db| {
             Some(Gauges {
                 tables: db.table_count().ok()? as u64,
                 database_bytes: db.db_size_bytes().ok()?,
             })
         })
         .await
-        .ok()
         .flatten()
     }
 

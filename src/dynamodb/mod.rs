@@ -6,11 +6,13 @@
 //! bounds how many calls run at once, and forwards the request unchanged to the embedded
 //! engine ([`engine`]: dynoxide on SQLite, behind its own HTTP front, whose request checks
 //! and error shapes are the ones its conformance suite holds against DynamoDB). Declared
-//! tables are set up before the server listens ([`tables`]).
+//! tables are set up before the server listens ([`tables`]). The inspector lists the tables
+//! and reads their items a page at a time ([`browse`]).
 //!
 //! With `[dynamodb] endpoint` set, this node keeps no tables: functions are pointed at that
 //! endpoint instead.
 
+pub(crate) mod browse;
 pub(crate) mod engine;
 pub(crate) mod metrics;
 pub(crate) mod tables;

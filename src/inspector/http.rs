@@ -4,6 +4,9 @@
 //! - `GET api/connections` (with each connection's messages in and out), `GET api/routes`,
 //!   `GET api/functions` (each Lambda function's execution environments), `GET api/stats`:
 //!   JSON snapshots;
+//! - `GET api/tables` (the embedded DynamoDB tables with their item counts) and
+//!   `GET api/tables/{name}/items?limit=&start=` (a page of a table's items; `start` is the
+//!   token the previous page ended with);
 //! - `POST api/connections/{id}` (the body is posted) and `DELETE api/connections/{id}`:
 //!   through the management API, as caller `inspector`; they need the header
 //!   `X-Switchboard: 1`, which a cross-site form cannot send;
@@ -19,6 +22,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -28,6 +32,8 @@ use serde_json::json;
 
 use super::{Caller, Denied, Filter, Subscription};
 use crate::api::keys;
+use crate::dynamodb::DynamoDb;
+use crate::dynamodb::browse::{self, BrowseError};
 use crate::gateway::Gateway;
 use crate::http::{ConnInfo, json_error};
 use crate::ids::Id;
@@ -43,8 +49,13 @@ const STYLE: &str = include_str!("ui/style.css");
 /// How often an idle stream sends a comment, so a client that left is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Serves a request under [`PREFIX`].
-pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+/// Serves a request under [`PREFIX`]. `tables` is there when this node serves DynamoDB
+/// tables.
+pub async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    tables: Option<Extension<Arc<DynamoDb>>>,
+    request: Request,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnInfo>()
@@ -58,6 +69,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
     if let Err(denied) = inspector.authorize(peer.ip(), authorization) {
         return refusal(denied);
     }
+    let tables = tables.map(|Extension(tables)| tables);
     let path = request.uri().path().to_owned();
     let rest = path.strip_prefix(PREFIX).unwrap_or(&path);
     let method = request.method().clone();
@@ -76,6 +88,11 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
         (&Method::GET, "/api/routes") => json_response(routes(&gw)),
         (&Method::GET, "/api/functions") => json_response(functions(&gw)),
         (&Method::GET, "/api/stats") => json_response(stats(&gw)),
+        (&Method::GET, "/api/tables") => table_list(tables.as_deref()).await,
+        (&Method::GET, rest) if rest.starts_with("/api/tables/") => {
+            let query = request.uri().query().unwrap_or("");
+            table_items(tables.as_deref(), rest, query).await
+        }
         (&Method::GET, "/stream") => {
             let filter = parse_filter(request.uri().query().unwrap_or(""));
             match inspector.subscribe(filter) {
@@ -228,6 +245,66 @@ fn functions(gw: &Gateway) -> serde_json::Value {
         })
         .collect();
     json!({ "functions": list })
+}
+
+/// The tables this node serves with their item counts; `enabled: false` (and no tables) when
+/// it serves none.
+async fn table_list(tables: Option<&DynamoDb>) -> Response {
+    let Some(tables) = tables else {
+        return json_response(json!({ "enabled": false, "tables": [] }));
+    };
+    match tables.table_summaries().await {
+        Ok(list) => json_response(json!({ "enabled": true, "tables": list })),
+        Err(e) => browse_error(&e),
+    }
+}
+
+/// `/api/tables/{name}/items?limit=&start=`: one page of a table's items.
+async fn table_items(tables: Option<&DynamoDb>, rest: &str, query: &str) -> Response {
+    let Some(raw) = rest
+        .strip_prefix("/api/tables/")
+        .and_then(|r| r.strip_suffix("/items"))
+    else {
+        return json_error(StatusCode::NOT_FOUND, "Not found");
+    };
+    let Some(tables) = tables else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "this node serves no DynamoDB tables ([dynamodb] is off)",
+        );
+    };
+    let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let mut limit = browse::DEFAULT_PAGE;
+    let mut start = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "limit" => match value.parse() {
+                Ok(n) if (1..=browse::MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("limit must be a number from 1 to {}", browse::MAX_PAGE),
+                    );
+                }
+            },
+            "start" if !value.is_empty() => start = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    match tables.items_page(&name, limit, start.as_deref()).await {
+        Ok(page) => json_response(json!(page)),
+        Err(e) => browse_error(&e),
+    }
+}
+
+fn browse_error(e: &BrowseError) -> Response {
+    let status = match e {
+        BrowseError::NoTable(_) => StatusCode::NOT_FOUND,
+        BrowseError::BadToken(_) => StatusCode::BAD_REQUEST,
+        BrowseError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        BrowseError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_error(status, &e.to_string())
 }
 
 /// Counters the page turns into rates.

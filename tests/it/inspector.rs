@@ -1,6 +1,7 @@
 //! The inspector: the event stream in process and over HTTP (SSE), its filters, its access
 //! rule, its management calls, its snapshots (messages per connection, functions'
-//! environments), and `switchboard tail --json` against the real binary.
+//! environments, DynamoDB tables and their items page by page), and `switchboard tail --json`
+//! against the real binary.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use switchboard::inspector::{Filter, Item, Subscription};
 use switchboard::integration::echo::Echo;
 
 use crate::common::*;
-use crate::integrations_common::{api_config, internal_error, python};
+use crate::integrations_common::{api_config, dynamodb_call_ok, internal_error, python};
 
 /// A server with an `echo` route (two-way), a `$disconnect` recorder and `$connect`.
 async fn echo_server() -> (TestServer, tokio::sync::mpsc::UnboundedReceiver<Value>) {
@@ -267,7 +268,7 @@ async fn the_json_api_lists_connections_and_routes() {
     assert_eq!(stats["open_connections"], 1);
     assert_eq!(stats["frames_in"], 1);
     assert_eq!(stats["invocations"], 2, "$connect and echo");
-    // No Lambda functions.
+    // No Lambda functions, no DynamoDB tables.
     let functions: Value = get("/_switchboard/api/functions")
         .await
         .unwrap()
@@ -275,6 +276,15 @@ async fn the_json_api_lists_connections_and_routes() {
         .await
         .unwrap();
     assert_eq!(functions, json!({"functions": []}));
+    let tables: Value = get("/_switchboard/api/tables")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tables, json!({"enabled": false, "tables": []}));
+    let items = get("/_switchboard/api/tables/any/items").await.unwrap();
+    assert_eq!(items.status(), 404);
     let page = get("/_switchboard/").await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]
@@ -388,6 +398,89 @@ async fn functions_show_their_environments_cold_starts_and_restarts() {
         "{metrics}"
     );
     assert!(metrics.contains("switchboard_function_busy_environments{function=\"envs\"} 0"));
+}
+
+#[tokio::test]
+async fn tables_are_listed_with_their_item_counts_and_read_page_by_page() {
+    let mut cfg = config();
+    cfg.dynamodb.enabled = true;
+    let server = TestServer::start(cfg).await;
+    let addr = server.addr.to_string();
+    dynamodb_call_ok(
+        &addr,
+        "CreateTable",
+        json!({
+            "TableName": "things",
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        }),
+    )
+    .await;
+    const ITEMS: usize = 60;
+    for batch in 0..ITEMS / 20 {
+        let puts: Vec<_> = (batch * 20..(batch + 1) * 20)
+            .map(|i| json!({"PutRequest": {"Item": {"id": {"S": format!("item-{i:02}")}, "n": {"N": i.to_string()}}}}))
+            .collect();
+        dynamodb_call_ok(
+            &addr,
+            "BatchWriteItem",
+            json!({"RequestItems": {"things": puts}}),
+        )
+        .await;
+    }
+
+    let (status, body) = get_json(&server, "/_switchboard/api/tables").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["enabled"], true);
+    let tables = body["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "{body}");
+    assert_eq!(tables[0]["name"], "things");
+    assert_eq!(tables[0]["item_count"], ITEMS);
+    assert_eq!(tables[0]["partition_key"], "id");
+    assert_eq!(tables[0]["sort_key"], Value::Null);
+
+    // Page by page with the token each page ends with: every item once, no empty last page.
+    let mut sizes = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut path = "/_switchboard/api/tables/things/items?limit=25".to_owned();
+    loop {
+        let (status, page) = get_json(&server, &path).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["table"], "things");
+        let items = page["items"].as_array().unwrap();
+        sizes.push(items.len());
+        for item in items {
+            assert!(ids.insert(item["id"]["S"].as_str().unwrap().to_owned()));
+            assert!(
+                item["n"]["N"].is_string(),
+                "items are DynamoDB JSON: {item}"
+            );
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                path = format!("/_switchboard/api/tables/things/items?limit=25&start={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [25, 25, 10]);
+    assert_eq!(ids.len(), ITEMS);
+    // Without a limit, a page is 25 items.
+    let (_, page) = get_json(&server, "/_switchboard/api/tables/things/items").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 25);
+
+    let (status, body) = get_json(&server, "/_switchboard/api/tables/nothing/items").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "no table named nothing");
+    for bad in ["limit=0", "limit=101", "limit=x", "start=%21%21"] {
+        let (status, body) = get_json(
+            &server,
+            &format!("/_switchboard/api/tables/things/items?{bad}"),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 }
 
 #[tokio::test]

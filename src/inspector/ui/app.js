@@ -1,14 +1,21 @@
 // switchboard inspector: the live event stream (Server-Sent Events), the connections, routes
-// and functions' environments (polled JSON), four charts. Every piece of data is inserted
-// with textContent.
+// and functions' environments (polled JSON), four charts, and the DynamoDB tables with their
+// items a page at a time. Every piece of data is inserted with textContent.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const MAX_EVENTS = 500;
 const HISTORY = 300; // samples, one a second: five minutes
+const PAGE = 25; // items per page of a table
+const TABLES_EVERY = 5; // ticks between two reads of the table list (it counts every table)
 let dropped = 0;
 let source = null;
+let ticks = 0;
 const samples = [];
+// The table whose items are shown: its key names, the start token of each page seen so far
+// (`starts[0]` is the table's start), the page shown, and the latest request (older answers
+// are ignored).
+const view = { name: null, keys: [], starts: [null], page: 0, ticket: 0 };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -155,6 +162,103 @@ async function refreshFunctions() {
   }));
 }
 
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+async function refreshTables() {
+  const data = await (await fetch('/_switchboard/api/tables')).json();
+  $('tables-section').hidden = !data.enabled;
+  if (!data.enabled) return;
+  $('tables').tBodies[0].replaceChildren(...data.tables.map((t) => {
+    const tr = el('tr');
+    tr.dataset.table = t.name;
+    tr.classList.toggle('selected', t.name === view.name);
+    const open = el('button', t.name, 'table-link');
+    open.type = 'button';
+    open.addEventListener('click', () => openTable(t));
+    const name = el('td', null, 'table');
+    name.appendChild(open);
+    tr.appendChild(name);
+    const cells = [
+      ['partition-key', t.partition_key ?? ''], ['sort-key', t.sort_key ?? ''],
+      ['items', t.item_count], ['size', size(t.size_bytes)],
+    ];
+    for (const [cls, v] of cells) tr.appendChild(el('td', v, cls));
+    return tr;
+  }));
+}
+
+function openTable(t) {
+  view.name = t.name;
+  view.keys = [t.partition_key, t.sort_key].filter((k) => k);
+  view.starts = [null];
+  view.page = 0;
+  for (const tr of $('tables').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.table === t.name);
+  loadPage();
+}
+
+// A DynamoDB number as a JS number when that loses nothing, else as its text.
+function exact(n) {
+  return String(Number(n)) === n ? Number(n) : n;
+}
+
+// DynamoDB JSON ({"S": "a"}, {"N": "1"}, {"M": {...}}, ...) as plain JSON values.
+function plain(av) {
+  const [type, v] = Object.entries(av)[0] ?? [];
+  switch (type) {
+    case 'S': case 'B': return v;
+    case 'N': return exact(v);
+    case 'BOOL': return v;
+    case 'NULL': return null;
+    case 'SS': case 'BS': return v;
+    case 'NS': return v.map(exact);
+    case 'L': return v.map(plain);
+    case 'M': return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+    default: return av;
+  }
+}
+
+async function loadPage() {
+  const ticket = ++view.ticket;
+  $('table-prev').disabled = true;
+  $('table-next').disabled = true;
+  const q = new URLSearchParams({ limit: String(PAGE) });
+  const start = view.starts[view.page];
+  if (start) q.set('start', start);
+  const r = await fetch(`/_switchboard/api/tables/${encodeURIComponent(view.name)}/items?${q}`);
+  const data = await r.json();
+  if (ticket !== view.ticket) return;
+  $('table-view').hidden = false;
+  $('table-name').textContent = view.name;
+  const error = $('table-error');
+  error.hidden = r.ok;
+  error.textContent = r.ok ? '' : data.message;
+  const items = r.ok ? data.items : [];
+  view.starts.length = view.page + 1;
+  if (r.ok && data.next) view.starts.push(data.next);
+  const first = view.page * PAGE;
+  $('table-page').textContent = items.length
+    ? `page ${view.page + 1}, items ${first + 1} to ${first + items.length}`
+    : `page ${view.page + 1}, no items`;
+  $('table-prev').disabled = view.page === 0;
+  $('table-next').disabled = view.starts.length <= view.page + 1;
+  const table = $('items');
+  table.tHead.rows[0].replaceChildren(...[...view.keys, 'item'].map((k) => el('th', k)));
+  table.tBodies[0].replaceChildren(...items.map((item) => {
+    const tr = el('tr');
+    for (const k of view.keys) {
+      const v = item[k] ? plain(item[k]) : '';
+      tr.appendChild(el('td', typeof v === 'string' ? v : JSON.stringify(v), 'key'));
+    }
+    const whole = Object.fromEntries(Object.entries(item).map(([k, x]) => [k, plain(x)]));
+    tr.appendChild(el('td', JSON.stringify(whole), 'item'));
+    return tr;
+  }));
+}
+
 function draw(id, values) {
   const canvas = $(id);
   const ctx = canvas.getContext('2d');
@@ -188,11 +292,19 @@ async function refreshStats() {
 }
 
 function tick() {
-  Promise.all([refreshConnections(), refreshRoutes(), refreshFunctions(), refreshStats()])
+  const refreshes = [refreshConnections(), refreshRoutes(), refreshFunctions(), refreshStats()];
+  if (ticks++ % TABLES_EVERY === 0) refreshes.push(refreshTables());
+  Promise.all(refreshes)
     .catch(() => { $('status').textContent = 'server unreachable'; });
 }
 
 $('filters').addEventListener('submit', (e) => { e.preventDefault(); subscribe(); });
+$('table-prev').addEventListener('click', () => {
+  if (view.page > 0) { view.page -= 1; loadPage(); }
+});
+$('table-next').addEventListener('click', () => {
+  if (view.starts.length > view.page + 1) { view.page += 1; loadPage(); }
+});
 subscribe();
 tick();
 setInterval(tick, 1000);
