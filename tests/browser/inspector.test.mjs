@@ -119,12 +119,14 @@ test('the inspector shows a frame, its route, the invocation, messages in and ou
     // Without DynamoDB tables, no Tables section.
     assert.equal(await page.locator('#tables-section').isHidden(), true);
 
+    // The README's screenshot: the connection with its counts, the function's environment.
+    if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+
     // Disconnect from the page: the close and the `$disconnect` invocation.
     await page.click('#connections tbody tr button:text-is("Disconnect")');
     await page.locator('#events li.disconnected', { hasText: 'code 1000' }).waitFor();
     await page.locator('#events li.invocation', { hasText: 'invocation $disconnect' }).waitFor();
     assert.ok((await events.count()) >= 7);
-    if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
