@@ -4,8 +4,8 @@
 //! Both read the engine's own `Database` in process (on a blocking thread, as every engine
 //! call runs), not through its HTTP front: the inspector's access rule has already been
 //! applied, and these are not DynamoDB calls (no metrics, no in-flight bound). A page is a
-//! `Scan` with a `Limit`; the `LastEvaluatedKey` it ends with goes back to the caller as an
-//! opaque token (base64url of its DynamoDB JSON) that starts the next page.
+//! `Scan` with a `Limit`; the key of its last item (what `LastEvaluatedKey` is) goes back to
+//! the caller as an opaque token (base64url of its DynamoDB JSON) that starts the next page.
 
 use base64::Engine as _;
 use dynoxide::actions::scan::ScanRequest;

@@ -269,22 +269,16 @@ async fn the_json_api_lists_connections_and_routes() {
     assert_eq!(stats["frames_in"], 1);
     assert_eq!(stats["invocations"], 2, "$connect and echo");
     // No Lambda functions, no DynamoDB tables.
-    let functions: Value = get("/_switchboard/api/functions")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(functions, json!({"functions": []}));
-    let tables: Value = get("/_switchboard/api/tables")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(tables, json!({"enabled": false, "tables": []}));
-    let items = get("/_switchboard/api/tables/any/items").await.unwrap();
-    assert_eq!(items.status(), 404);
+    assert_eq!(
+        get_json(&server, "/_switchboard/api/functions").await,
+        (200, json!({"functions": []}))
+    );
+    assert_eq!(
+        get_json(&server, "/_switchboard/api/tables").await,
+        (200, json!({"enabled": false, "tables": []}))
+    );
+    let (status, _) = get_json(&server, "/_switchboard/api/tables/any/items").await;
+    assert_eq!(status, 404);
     let page = get("/_switchboard/").await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]

@@ -24,6 +24,11 @@ function el(tag, text, cls) {
   return e;
 }
 
+// Appends a cell per `[class, value]` pair.
+function appendCells(tr, cells) {
+  for (const [cls, v] of cells) tr.appendChild(el('td', v, cls));
+}
+
 function time(ms) {
   return ms ? new Date(ms).toISOString().slice(11, 23) : '';
 }
@@ -152,12 +157,11 @@ async function refreshFunctions() {
   $('functions').tBodies[0].replaceChildren(...data.functions.map((f) => {
     const tr = el('tr');
     tr.dataset.function = f.function;
-    const cells = [
+    appendCells(tr, [
       ['function', f.function], ['environments', f.environments], ['idle', f.idle], ['busy', f.busy],
       ['starting', f.starting], ['cold-starts', f.cold_starts], ['restarts', f.restarts],
       ['invocations', f.invocations],
-    ];
-    for (const [cls, v] of cells) tr.appendChild(el('td', v, cls));
+    ]);
     return tr;
   }));
 }
@@ -182,11 +186,10 @@ async function refreshTables() {
     const name = el('td', null, 'table');
     name.appendChild(open);
     tr.appendChild(name);
-    const cells = [
+    appendCells(tr, [
       ['partition-key', t.partition_key ?? ''], ['sort-key', t.sort_key ?? ''],
       ['items', t.item_count], ['size', size(t.size_bytes)],
-    ];
-    for (const [cls, v] of cells) tr.appendChild(el('td', v, cls));
+    ]);
     return tr;
   }));
 }
@@ -253,8 +256,7 @@ async function loadPage() {
       const v = item[k] ? plain(item[k]) : '';
       tr.appendChild(el('td', typeof v === 'string' ? v : JSON.stringify(v), 'key'));
     }
-    const whole = Object.fromEntries(Object.entries(item).map(([k, x]) => [k, plain(x)]));
-    tr.appendChild(el('td', JSON.stringify(whole), 'item'));
+    tr.appendChild(el('td', JSON.stringify(plain({ M: item })), 'item'));
     return tr;
   }));
 }
