@@ -149,12 +149,10 @@ impl ManagementApi {
         if !self.inspector.is_watched() {
             return result;
         }
-        let (size, text) = match data {
-            Some(data) => (Some(data.len()), Some(inspector::cut_bytes(data))),
-            None => (None, None),
-        };
-        let connection_id = inspector::id(id);
-        let event = move |status: u16| Kind::Management {
+        let ok = if operation == "delete" { 204 } else { 200 };
+        // The payload's size and text (cut), and the event.
+        let payload = |data: Option<&[u8]>| (data.map(<[u8]>::len), data.map(inspector::cut_bytes));
+        let event = move |connection_id, status, (size, text)| Kind::Management {
             connection_id,
             operation,
             caller: caller.to_string(),
@@ -162,19 +160,25 @@ impl ManagementApi {
             size,
             text,
         };
-        let ok = if operation == "delete" { 204 } else { 200 };
         match result {
             Deferred::Ready(r) => {
                 let status = r.as_ref().map_or_else(status_of, |_| ok);
-                self.inspector.publish(|| event(status));
+                // Sampled before anything is built or copied.
+                if self.inspector.admit_call(status) {
+                    self.inspector
+                        .publish(|| event(inspector::id(id), status, payload(data)));
+                }
                 Deferred::Ready(r)
             }
             Deferred::Pending(f) => {
                 let inspector = Arc::clone(&self.inspector);
+                let (connection_id, payload) = (inspector::id(id), payload(data));
                 Deferred::Pending(Box::pin(async move {
                     let r = f.await;
                     let status = r.as_ref().map_or_else(status_of, |_| ok);
-                    inspector.publish(|| event(status));
+                    if inspector.admit_call(status) {
+                        inspector.publish(|| event(connection_id, status, payload));
+                    }
                     r
                 }))
             }

@@ -9,6 +9,12 @@
 //! behind loses the oldest events and is told how many with a `dropped` marker, so nothing is
 //! ever queued without bound. Texts (frames, events, responses, log lines) are cut at
 //! [`TEXT_LIMIT`] bytes.
+//!
+//! Successful `@connections` calls are sampled: a broadcast posts once per recipient, so a
+//! busy chat makes a hundred thousand of them a second, and building and serialising each
+//! would cost a viewer more than the deliveries it watches. At most [`POSTS_PER_SEC`] are
+//! reported each second; the rest are counted (not built) and each subscriber is told how
+//! many with the same `dropped` marker. Failed calls (410s among them) are always reported.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +31,9 @@ pub mod http;
 
 /// How many events the broadcast channel holds; a subscriber further behind loses the oldest.
 pub const CAPACITY: usize = 1024;
+
+/// Successful `@connections` calls reported per second at most; beyond, they are sampled out.
+pub const POSTS_PER_SEC: u64 = 1000;
 
 /// The longest text an event carries, in bytes; longer ones are cut (at a character boundary)
 /// and marked `truncated`.
@@ -230,6 +239,11 @@ pub struct Inspector {
     /// Live subscriptions; the hooks' one load.
     watchers: AtomicUsize,
     seq: AtomicU64,
+    /// The current second (coarse clock) in the high 32 bits, the successful `@connections`
+    /// calls reported in it in the low 32.
+    posts_window: AtomicU64,
+    /// Successful `@connections` calls sampled out since the start.
+    sampled_out: AtomicU64,
     sender: broadcast::Sender<Arc<Published>>,
 }
 
@@ -250,6 +264,8 @@ impl Inspector {
             credentials,
             watchers: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
+            posts_window: AtomicU64::new(0),
+            sampled_out: AtomicU64::new(0),
             sender,
         }
     }
@@ -272,6 +288,28 @@ impl Inspector {
         if self.is_watched() {
             self.send(make());
         }
+    }
+
+    /// Whether an `@connections` call that answered `status` is reported: always when it
+    /// failed, within [`POSTS_PER_SEC`] when it succeeded (otherwise it is counted as sampled
+    /// out and must not be built). For a watched inspector only.
+    pub(crate) fn admit_call(&self, status: u16) -> bool {
+        if !(200..300).contains(&status) {
+            return true;
+        }
+        let second = (time::coarse_now_ms() / 1000) as u64 & 0xffff_ffff;
+        let window = self.posts_window.load(Ordering::Relaxed);
+        if window >> 32 != second {
+            // A new second. Racing callers may each start it: the budget is approximate.
+            self.posts_window.store(second << 32 | 1, Ordering::Relaxed);
+            return true;
+        }
+        if window & 0xffff_ffff >= POSTS_PER_SEC {
+            self.sampled_out.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.posts_window.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Publishes one line a function printed while handling `request_id` (for the Lambda
@@ -307,6 +345,7 @@ impl Inspector {
         Some(Subscription {
             receiver,
             filter,
+            sampled_seen: self.sampled_out.load(Ordering::Relaxed),
             inspector: Arc::clone(self),
         })
     }
@@ -400,14 +439,22 @@ impl Item {
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Published>>,
     filter: Filter,
+    /// The inspector's sampled-out count this subscriber has been told of.
+    sampled_seen: u64,
     inspector: Arc<Inspector>,
 }
 
 impl Subscription {
-    /// The next event that passes the filter, or how many were lost; `None` never happens
-    /// while the inspector exists.
+    /// The next event that passes the filter, or how many were lost (fallen behind or
+    /// sampled out since the last call); `None` never happens while the inspector exists.
     pub async fn next(&mut self) -> Option<Item> {
         loop {
+            let sampled = self.inspector.sampled_out.load(Ordering::Relaxed);
+            if sampled > self.sampled_seen {
+                let n = sampled - self.sampled_seen;
+                self.sampled_seen = sampled;
+                return Some(Item::Dropped(n));
+            }
             match self.receiver.recv().await {
                 Ok(event) if self.filter.matches(&event.kind) => return Some(Item::Event(event)),
                 Ok(_) => {}
@@ -493,6 +540,24 @@ mod tests {
             frame("a")
         });
         assert!(!built);
+    }
+
+    #[tokio::test]
+    async fn successful_calls_beyond_the_budget_are_sampled_out_and_reported_as_dropped() {
+        let inspector = Arc::new(Inspector::default());
+        let mut watching = inspector.subscribe(Filter::default()).unwrap();
+        let tries = POSTS_PER_SEC * 3;
+        let admitted = (0..tries).filter(|_| inspector.admit_call(200)).count() as u64;
+        // The budget holds within each second the loop touched (one, or two across a tick).
+        assert!(admitted >= POSTS_PER_SEC && admitted <= 2 * POSTS_PER_SEC, "{admitted}");
+        // Failures are never sampled out.
+        assert!((0..tries).all(|_| inspector.admit_call(410)));
+        inspector.publish(|| frame("a"));
+        match watching.next().await {
+            Some(Item::Dropped(n)) => assert_eq!(n, tries - admitted),
+            other => panic!("expected a dropped marker, got {other:?}"),
+        }
+        assert!(matches!(watching.next().await, Some(Item::Event(_))));
     }
 
     #[tokio::test]
