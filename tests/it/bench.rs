@@ -1,7 +1,9 @@
 //! The bench tool, run briefly against a real server.
 
 use crate::common::*;
-use switchboard_bench::{FanoutOptions, IdleOptions, run_fanout, run_fanout_then, run_idle};
+use switchboard_bench::{
+    FanoutOptions, IdleOptions, PostOptions, run_fanout, run_fanout_then, run_idle, run_post,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_reports_deliveries_and_latency() {
@@ -79,6 +81,33 @@ async fn the_warm_up_is_left_out_and_connections_outlive_the_report() {
     // One second of sending is counted, not two.
     assert!((15..=25).contains(&report.sent), "{report:?}");
     assert_eq!(report.delivered, report.sent * 4, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reaches_every_client_through_the_management_api() {
+    let server = TestServer::start(config()).await;
+    let options = PostOptions {
+        url: server.ws_url(),
+        endpoint: None,
+        clients: 10,
+        posters: 2,
+        duration: 1.0,
+        payload: 64,
+        hello: r#"{"action":"whoami"}"#.into(),
+        threads: Some(2),
+        pid: vec![std::process::id()],
+        json: false,
+    };
+    let report = tokio::task::spawn_blocking(move || run_post(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.clients, 10, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.posts > 10, "{report:?}");
+    assert_eq!(report.delivered, report.posts, "{report:?}");
+    assert!(report.server_cpu_us_per_post.is_some());
+    assert!(report.table().contains("posts/s"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,16 @@ impl Target {
         })
     }
 
+    /// The `host[:port]` as the URL gave it.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The path, `/` when the URL has none.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     fn request(&self) -> String {
         format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

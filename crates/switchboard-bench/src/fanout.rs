@@ -544,7 +544,7 @@ fn servers_cpu_secs(pids: &[u32]) -> Option<f64> {
 }
 
 /// Latencies from 1 µs to an hour, three significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -1,10 +1,12 @@
 //! `switchboard bench`: a load generator for WebSocket chat servers (this one and its peers).
 //!
-//! Two scenarios:
+//! Three scenarios:
 //! - [`fanout`](run_fanout): N clients, S of them sending R messages a second each, paced;
 //!   every receiver timestamps arrivals; reports deliveries and latency percentiles;
 //! - [`idle`](run_idle): N idle clients; reports connects per second and the server's RSS
-//!   growth per connection.
+//!   growth per connection;
+//! - [`post`](run_post): HTTP clients POST to connected clients through `@connections`, one
+//!   request in flight per keep-alive connection; reports POSTs per second and their latency.
 //!
 //! The client is built to stay out of the way of the server it measures: a few OS threads,
 //! each with its own single-threaded runtime and its own statistics (no shared locks), one
@@ -25,11 +27,13 @@ use std::path::Path;
 mod client;
 mod fanout;
 mod idle;
+mod post;
 mod workers;
 
 pub use client::encode_client_frame;
 pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout, run_fanout_then};
 pub use idle::{IdleOptions, IdleReport, run_idle};
+pub use post::{PostOptions, PostReport, run_post};
 
 /// Why a bench run could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,9 @@ pub enum BenchCommand {
     Fanout(FanoutOptions),
     /// N idle clients; reports connects/s and the server's RSS per connection.
     Idle(IdleOptions),
+    /// POSTs to connected clients through `@connections` over keep-alive connections;
+    /// reports POSTs/s and their latency.
+    Post(PostOptions),
 }
 
 /// Runs a bench subcommand: progress on stderr, the report on stdout.
@@ -81,6 +88,10 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
             let json = options.json;
             let report = run_idle(&options)?;
             print(json, &report, report.table());
+        }
+        BenchCommand::Post(options) => {
+            let report = run_post(&options)?;
+            print(options.json, &report, report.table());
         }
     }
     Ok(())
