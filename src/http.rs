@@ -4,6 +4,7 @@
 //! Served by hyper with an axum router. The first request of a connection has already been
 //! read by the front door ([`crate::server`]); [`Prefixed`] replays it to hyper.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::Either;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::ServiceExt;
@@ -216,10 +218,24 @@ pub(crate) async fn serve<S>(gw: Arc<Gateway>, router: Router, io: S, info: Conn
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let gateway = gw.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            // The management API's hot path (a handler's postToConnection, once per
+            // recipient) goes to its handler at once; `dispatch` would send it there too,
+            // after the router's matching.
+            let stage = &gateway.api_context.stage;
+            if let Target::Connection(id) = management::parse_path(request.uri().path(), stage) {
+                let gateway = gateway.clone();
+                return Either::Left(async move {
+                    let request = request.map(Body::new);
+                    Ok::<_, Infallible>(
+                        management::handle(&gateway.management, id, info.peer, request).await,
+                    )
+                });
+            }
             request.extensions_mut().insert(info);
-            router.clone().oneshot(request.map(Body::new))
+            Either::Right(router.clone().oneshot(request.map(Body::new)))
         });
     let connection = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)

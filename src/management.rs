@@ -6,6 +6,7 @@
 //! SDKs spell them: `@` or `%40`, the id raw or percent-encoded (decoded once), the stage
 //! optional.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -253,17 +254,21 @@ pub enum Target {
     Other,
 }
 
-/// Classifies a raw (still percent-encoded) request path.
+/// Classifies a raw (still percent-encoded) request path. Allocates nothing unless a segment
+/// is percent-encoded: every management call passes here.
 pub fn parse_path(raw: &str, stage: &str) -> Target {
-    let segments: Vec<String> = raw
-        .strip_prefix('/')
-        .unwrap_or(raw)
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let mut decoded: [Cow<'_, str>; 3] = Default::default();
+    let mut n = 0;
+    for segment in raw.strip_prefix('/').unwrap_or(raw).split('/') {
+        if n == decoded.len() {
+            return Target::Other;
+        }
+        decoded[n] = percent_decode_str(segment).decode_utf8_lossy();
+        n += 1;
+    }
+    let all: [&str; 3] = [&decoded[0], &decoded[1], &decoded[2]];
     let connection = |id: &str| Target::Connection(Id::parse(id).ok_or_else(|| id.to_owned()));
-    match parts.as_slice() {
+    match &all[..n] {
         [s] | [s, ""] if *s == stage => Target::Stage,
         [s, "@connections", id] if *s == stage => connection(id),
         ["@connections", id] => connection(id),
@@ -352,37 +357,34 @@ impl IntoResponse for AwsError {
 }
 
 fn with_request_id(mut response: Response) -> Response {
-    let id = request_uuid();
-    response.headers_mut().insert(
-        "x-amzn-RequestId",
-        HeaderValue::from_str(&id).expect("uuids are valid header values"),
-    );
+    let id = HeaderValue::from_bytes(&uuid_bytes()).expect("uuids are valid header values");
+    response.headers_mut().insert("x-amzn-RequestId", id);
     response
 }
 
 /// A random UUID, the form of AWS request ids on HTTP APIs.
 pub(crate) fn request_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-4{:x}{:02x}-{:x}{:x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        b[4],
-        b[5],
-        b[6] & 0x0f,
-        b[7],
-        8 | (b[8] & 0x3),
-        b[8] >> 4,
-        b[9],
-        b[10],
-        b[11],
-        b[12],
-        b[13],
-        b[14],
-        b[15]
-    )
+    String::from_utf8(uuid_bytes().to_vec()).expect("uuids are ASCII")
+}
+
+/// A random (version 4) UUID as its 36 ASCII characters. One draw from the thread's
+/// generator and a table lookup per digit: it is on the path of every management call.
+fn uuid_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = rand::random::<u128>().to_be_bytes();
+    b[6] = 0x40 | (b[6] & 0x0f);
+    b[8] = 0x80 | (b[8] & 0x3f);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    out
 }
 
 /// Who may call the management API over HTTP: with credentials configured, whoever signs
@@ -558,7 +560,16 @@ mod tests {
     fn request_ids_look_like_uuids() {
         let id = request_uuid();
         assert_eq!(id.len(), 36);
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(id.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
+        assert!(!id.bytes().any(|c| c.is_ascii_uppercase()));
         assert_eq!(id.as_bytes()[14], b'4');
+        assert!(matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(request_uuid(), id);
     }
 
     #[test]

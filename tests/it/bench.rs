@@ -1,7 +1,9 @@
 //! The bench tool, run briefly against a real server.
 
 use crate::common::*;
-use switchboard_bench::{FanoutOptions, IdleOptions, run_fanout, run_idle};
+use switchboard_bench::{
+    FanoutOptions, IdleOptions, PostOptions, run_fanout, run_fanout_then, run_idle, run_post,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_reports_deliveries_and_latency() {
@@ -25,6 +27,7 @@ async fn fanout_reports_deliveries_and_latency() {
     assert_eq!(report.early_closes, 0);
     assert!(report.latency.p50_us > 0 && report.latency.p50_us <= report.latency.max_us);
     assert!(report.server_cpu_us_per_delivery.is_some());
+    assert!(report.server_tree_cpu_secs.unwrap() >= report.server_cpu_secs.unwrap() - 0.011);
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     for key in [
         "sent",
@@ -39,6 +42,72 @@ async fn fanout_reports_deliveries_and_latency() {
         assert!(json["latency"][key].is_u64(), "{key} in {json}");
     }
     assert!(report.table().contains("delivery ratio           1.0000"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_up_is_left_out_and_connections_outlive_the_report() {
+    let server = TestServer::start(config()).await;
+    let mut options = FanoutOptions::new(server.ws_url(), 5);
+    options.senders = 1;
+    options.rate = 20.0;
+    options.warmup = 1.0;
+    options.duration = 1.0;
+    options.threads = Some(1);
+    options.connect_concurrency = 1;
+    let metrics = server.http("/metrics");
+    let addr = metrics["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        run_fanout_then(&options, |_| {
+            // Still connected while the report is handed over.
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            assert!(text.contains("switchboard_connections_open 5\n"), "{text}");
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // One second of sending is counted, not two.
+    assert!((15..=25).contains(&report.sent), "{report:?}");
+    assert_eq!(report.delivered, report.sent * 4, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reaches_every_client_through_the_management_api() {
+    let server = TestServer::start(config()).await;
+    let options = PostOptions {
+        url: server.ws_url(),
+        endpoint: None,
+        clients: 10,
+        posters: 2,
+        duration: 1.0,
+        payload: 64,
+        hello: r#"{"action":"whoami"}"#.into(),
+        threads: Some(2),
+        pid: vec![std::process::id()],
+        json: false,
+    };
+    let report = tokio::task::spawn_blocking(move || run_post(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.clients, 10, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.posts > 10, "{report:?}");
+    assert_eq!(report.delivered, report.posts, "{report:?}");
+    assert!(report.server_cpu_us_per_post.is_some());
+    assert!(report.table().contains("posts/s"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

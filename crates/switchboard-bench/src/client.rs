@@ -3,7 +3,9 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -54,13 +56,73 @@ impl Target {
         })
     }
 
+    /// The `host[:port]` as the URL gave it.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The path, `/` when the URL has none.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     fn request(&self) -> String {
         format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.path, self.host
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.path,
+            self.host,
+            handshake_key()
         )
     }
+}
+
+/// A `Sec-WebSocket-Key` of its own for every connection, as RFC 6455 asks: some servers
+/// (serverless-offline) tell concurrent handshakes apart by it.
+fn handshake_key() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        now ^ u64::from(std::process::id()).rotate_left(32)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&splitmix64(seed ^ n).to_le_bytes());
+    nonce[8..].copy_from_slice(&splitmix64(seed.wrapping_add(n).rotate_left(17)).to_le_bytes());
+    base64(&nonce)
+}
+
+/// SplitMix64's output function: spreads a counter's bits over the whole word.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(v >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// An open WebSocket connection: the socket and the bytes that followed the `101` head.
@@ -248,6 +310,16 @@ mod tests {
         let p = parse_frames(&[0x88, 2, 3, 232, 0x81, 0], |_| {});
         assert!(p.closed);
         assert_eq!(p.consumed, 4);
+    }
+
+    #[test]
+    fn handshake_keys_are_base64_nonces_of_their_own() {
+        assert_eq!(base64(b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        let (a, b) = (handshake_key(), handshake_key());
+        assert_eq!(a.len(), 24);
+        assert!(a.ends_with("=="));
+        assert_ne!(a, b);
     }
 
     #[test]

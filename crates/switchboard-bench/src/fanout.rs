@@ -65,14 +65,28 @@ pub struct FanoutOptions {
     /// report is about everyone else's.
     #[arg(long, default_value_t = 0)]
     pub stall: usize,
+    /// Seconds of sending before the measured `--duration`, left out of every figure: Lambda
+    /// environments start, connection pools fill, JIT compilers warm up.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// After the report, keep the connections open until standard input closes, so that a
+    /// script can stop the server before the clients leave (no `$disconnect` for each).
+    #[arg(long)]
+    pub hold: bool,
     /// Seconds to wait after sending stops for deliveries still under way.
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
     /// Client worker threads [default: the number of cores, at most 4].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// The server's process id: adds its CPU time per delivery to the report. Several,
-    /// comma-separated (a cluster's nodes), add up.
+    /// Connection attempts each worker thread keeps in flight while connecting. A server
+    /// whose `$connect` runs a Lambda function needs few: its invocation queue is bounded, and
+    /// a burst beyond it is refused as a throttled Lambda is.
+    #[arg(long, default_value_t = workers::CONNECT_CONCURRENCY)]
+    pub connect_concurrency: usize,
+    /// The server's process id: adds its CPU time per delivery to the report, of the process
+    /// alone and of it with its descendants (Lambda function processes, a server started by a
+    /// script). Several, comma-separated (a cluster's nodes), add up.
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
     /// Print the report as one JSON line.
@@ -94,8 +108,11 @@ impl FanoutOptions {
             include_sender: false,
             source_ips: Vec::new(),
             stall: 0,
+            warmup: 0.0,
+            hold: false,
             drain: 3.0,
             threads: None,
+            connect_concurrency: workers::CONNECT_CONCURRENCY,
             pid: Vec::new(),
             json: false,
         }
@@ -160,6 +177,11 @@ pub struct FanoutReport {
     pub server_cpu_secs: Option<f64>,
     /// Server CPU microseconds per delivered message.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server CPU seconds like `server_cpu_secs`, with the processes' descendants added (each
+    /// read at both ends; one that started or ended in between counts from or until then).
+    pub server_tree_cpu_secs: Option<f64>,
+    /// `server_tree_cpu_secs` per delivered message, in microseconds.
+    pub server_tree_cpu_us_per_delivery: Option<f64>,
 }
 
 impl FanoutReport {
@@ -216,6 +238,16 @@ impl FanoutReport {
         if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_delivery) {
             rows.push(("server CPU", format!("{cpu:.2} s, {per:.2} us/delivery")));
         }
+        if let (Some(cpu), Some(per)) = (
+            self.server_tree_cpu_secs,
+            self.server_tree_cpu_us_per_delivery,
+        ) && self.server_tree_cpu_secs != self.server_cpu_secs
+        {
+            rows.push((
+                "with descendants",
+                format!("{cpu:.2} s, {per:.2} us/delivery"),
+            ));
+        }
         table(&rows)
     }
 }
@@ -237,6 +269,8 @@ struct Ctx {
     delivered: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     start: Instant,
+    /// Messages sent before this (µs after `start`, the warm-up) are not counted.
+    measured_from_us: u64,
     end: Instant,
     prefix: Vec<u8>,
     suffix: Vec<u8>,
@@ -246,6 +280,18 @@ struct Ctx {
 
 /// Runs the fan-out scenario and returns its report. Blocks; call it off any async runtime.
 pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
+    run_fanout_then(options, |_| ())
+}
+
+/// What the main thread tells the workers once sending and the drain are over.
+const STAGE_REPORT: u8 = 1;
+const STAGE_CLOSE: u8 = 2;
+
+/// [`run_fanout`], calling `before_close` with the report while the connections are still open.
+pub fn run_fanout_then(
+    options: &FanoutOptions,
+    before_close: impl FnOnce(&FanoutReport),
+) -> Result<FanoutReport, BenchError> {
     let targets = options
         .url
         .iter()
@@ -263,9 +309,12 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     if options.senders + options.stall > options.clients
         || options.rate <= 0.0
         || options.duration <= 0.0
+        || options.warmup < 0.0
     {
         return Err(BenchError::Options(
-            "need senders + stall <= clients, a positive rate and a positive duration".into(),
+            "need senders + stall <= clients, a positive rate and duration and no negative \
+             warm-up"
+                .into(),
         ));
     }
     check_file_limit(options.clients)?;
@@ -276,7 +325,8 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     // The stalled clients are the last ones, so never senders.
     let first_stalled = options.clients - options.stall;
     let delivered: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(0u8);
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel::<(Histogram<u64>, u64)>();
     let began = Instant::now();
     let mut handles = Vec::with_capacity(threads);
     for w in 0..threads {
@@ -285,6 +335,7 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         let shared = shared.clone();
         let options = options.clone();
         let mut stop = stop_rx.clone();
+        let stats_tx = stats_tx.clone();
         let ctx = (
             delivered[w].clone(),
             sent.clone(),
@@ -293,7 +344,7 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         );
         let handle = std::thread::Builder::new()
             .name(format!("bench-{w}"))
-            .spawn(move || -> std::io::Result<WorkerStats> {
+            .spawn(move || -> std::io::Result<()> {
                 let runtime = workers::runtime()?;
                 let local = LocalSet::new();
                 let indices = (w..options.clients).step_by(threads).collect();
@@ -301,6 +352,7 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                     &targets,
                     indices,
                     &options.source_ips,
+                    options.connect_concurrency,
                     &shared,
                 )));
                 let mine = conns.iter().filter(|(i, _)| *i >= first_stalled).count();
@@ -315,7 +367,8 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                     delivered,
                     sent,
                     start,
-                    end: start + Duration::from_secs_f64(options.duration),
+                    measured_from_us: (options.warmup * 1e6) as u64,
+                    end: start + Duration::from_secs_f64(options.warmup + options.duration),
                     prefix,
                     suffix,
                     payload: options.payload,
@@ -336,12 +389,17 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
                             .then(|| start + Duration::from_secs_f64(i as f64 * spacing));
                         tokio::task::spawn_local(run_connection(conn, first_send, ctx.clone()));
                     }
-                    let _ = stop.wait_for(|stopped| *stopped).await;
+                    let _ = stop.wait_for(|stage| *stage >= STAGE_REPORT).await;
+                    let stats = &ctx.stats;
+                    let _ =
+                        stats_tx.send((stats.latency.borrow().clone(), stats.early_closes.get()));
+                    // The main thread reads until every sender is gone.
+                    drop(stats_tx);
+                    let _ = stop.wait_for(|stage| *stage >= STAGE_CLOSE).await;
                 }));
-                // Dropping the tasks closes their sockets and releases their `Ctx`.
+                // Dropping the tasks closes their sockets.
                 drop(local);
-                let ctx = Rc::try_unwrap(ctx).map_err(|_| std::io::Error::other("tasks leaked"))?;
-                Ok(ctx.stats)
+                Ok(())
             })?;
         handles.push(handle);
     }
@@ -355,9 +413,16 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
     } else {
         reading.saturating_sub(1)
     };
-    let start = Instant::now() + Duration::from_millis(20);
+    drop(stats_tx);
+    let first_send = Instant::now() + Duration::from_millis(20);
+    shared.release(first_send);
+    let start = first_send + Duration::from_secs_f64(options.warmup);
+    if options.warmup > 0.0 {
+        eprintln!("warming up for {} s", options.warmup);
+        std::thread::sleep(start.saturating_duration_since(Instant::now()));
+    }
     let cpu_before = servers_cpu_secs(&options.pid);
-    shared.release(start);
+    let tree_before = crate::process_tree_cpu(&options.pid);
 
     let end = start + Duration::from_secs_f64(options.duration);
     let drain_end = end + Duration::from_secs_f64(options.drain);
@@ -390,18 +455,32 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         }
     }
     let cpu_after = servers_cpu_secs(&options.pid);
-    let _ = stop_tx.send(true);
+    let tree_after = crate::process_tree_cpu(&options.pid);
+    let _ = stop_tx.send(STAGE_REPORT);
 
     let mut latency = new_histogram();
     let mut early_closes = 0;
-    for handle in handles {
-        let stats = handle
-            .join()
-            .map_err(|_| BenchError::Options("a worker panicked".into()))??;
+    let mut reported = 0;
+    // Every worker reports and drops its sender (a worker that failed drops it unsent).
+    while let Ok((histogram, closes)) = stats_rx.recv() {
         latency
-            .add(&*stats.latency.borrow())
+            .add(&histogram)
             .expect("histograms share their bounds");
-        early_closes += stats.early_closes.get();
+        early_closes += closes;
+        reported += 1;
+    }
+    let join_all = |handles: Vec<std::thread::JoinHandle<std::io::Result<()>>>| {
+        handles.into_iter().try_for_each(|handle| {
+            handle
+                .join()
+                .map_err(|_| BenchError::Options("a worker panicked".into()))?
+                .map_err(BenchError::from)
+        })
+    };
+    if reported < threads {
+        let _ = stop_tx.send(STAGE_CLOSE);
+        join_all(handles)?;
+        return Err(BenchError::Options("a worker stopped early".into()));
     }
     let sent = sent.load(Ordering::Relaxed);
     let delivered = total_delivered();
@@ -410,7 +489,13 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    Ok(FanoutReport {
+    let server_tree_cpu_secs = (!options.pid.is_empty() && server_cpu_secs.is_some())
+        .then(|| crate::tree_cpu_spent(&tree_before, &tree_after));
+    let per_delivery = |cpu: Option<f64>| {
+        cpu.filter(|_| delivered > 0)
+            .map(|cpu| cpu * 1e6 / delivered as f64)
+    };
+    let report = FanoutReport {
         scenario: "fanout",
         url: options.url.join(","),
         clients: options.clients,
@@ -440,10 +525,14 @@ pub fn run_fanout(options: &FanoutOptions) -> Result<FanoutReport, BenchError> {
         },
         early_closes,
         server_cpu_secs,
-        server_cpu_us_per_delivery: server_cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|cpu| cpu * 1e6 / delivered as f64),
-    })
+        server_cpu_us_per_delivery: per_delivery(server_cpu_secs),
+        server_tree_cpu_secs,
+        server_tree_cpu_us_per_delivery: per_delivery(server_tree_cpu_secs),
+    };
+    before_close(&report);
+    let _ = stop_tx.send(STAGE_CLOSE);
+    join_all(handles)?;
+    Ok(report)
 }
 
 /// The CPU seconds of the given processes added up; `None` without any or when one is gone.
@@ -455,7 +544,7 @@ fn servers_cpu_secs(pids: &[u32]) -> Option<f64> {
 }
 
 /// Latencies from 1 µs to an hour, three significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -496,7 +585,9 @@ async fn run_connection(conn: Connected, first_send: Option<Instant>, ctx: Rc<Ct
                     ctx.stats.early_closes.set(ctx.stats.early_closes.get() + 1);
                     return;
                 }
-                ctx.sent.fetch_add(1, Ordering::Relaxed);
+                if now_us >= ctx.measured_from_us {
+                    ctx.sent.fetch_add(1, Ordering::Relaxed);
+                }
                 seq = seq.wrapping_add(1);
                 let next = send_at + ctx.interval;
                 next_send = (next < ctx.end).then_some(next);
@@ -512,11 +603,14 @@ impl Ctx {
         let mut count = 0;
         let parsed = {
             let mut latency = self.stats.latency.borrow_mut();
-            parse_frames(buf, |payload| {
-                count += 1;
-                if let Some(sent_us) = read_stamp(payload) {
+            parse_frames(buf, |payload| match read_stamp(payload) {
+                // Sent during the warm-up.
+                Some(sent_us) if sent_us < self.measured_from_us => {}
+                Some(sent_us) => {
+                    count += 1;
                     latency.saturating_record(now_us.saturating_sub(sent_us).max(1));
                 }
+                None => count += 1,
             })
         };
         buf.drain(..parsed.consumed);

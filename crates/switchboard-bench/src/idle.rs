@@ -139,6 +139,7 @@ pub fn run_idle(options: &IdleOptions) -> Result<IdleReport, BenchError> {
                         std::slice::from_ref(&target),
                         indices,
                         &options.source_ips,
+                        workers::CONNECT_CONCURRENCY,
                         &shared,
                     ));
                     // Hold the connections until the main thread has read the server's memory.

@@ -1,10 +1,12 @@
 //! `switchboard bench`: a load generator for WebSocket chat servers (this one and its peers).
 //!
-//! Two scenarios:
+//! Three scenarios:
 //! - [`fanout`](run_fanout): N clients, S of them sending R messages a second each, paced;
 //!   every receiver timestamps arrivals; reports deliveries and latency percentiles;
 //! - [`idle`](run_idle): N idle clients; reports connects per second and the server's RSS
-//!   growth per connection.
+//!   growth per connection;
+//! - [`post`](run_post): HTTP clients POST to connected clients through `@connections`, one
+//!   request in flight per keep-alive connection; reports POSTs per second and their latency.
 //!
 //! The client is built to stay out of the way of the server it measures: a few OS threads,
 //! each with its own single-threaded runtime and its own statistics (no shared locks), one
@@ -18,17 +20,20 @@
 //! binds connections round-robin to `--source-ips` (any of `127.0.0.0/8` works on Linux);
 //! for more connections than one process may hold, run several bench processes.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::Path;
 
 mod client;
 mod fanout;
 mod idle;
+mod post;
 mod workers;
 
 pub use client::encode_client_frame;
-pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout};
+pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout, run_fanout_then};
 pub use idle::{IdleOptions, IdleReport, run_idle};
+pub use post::{PostOptions, PostReport, run_post};
 
 /// Why a bench run could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -62,20 +67,31 @@ pub enum BenchCommand {
     Fanout(FanoutOptions),
     /// N idle clients; reports connects/s and the server's RSS per connection.
     Idle(IdleOptions),
+    /// POSTs to connected clients through `@connections` over keep-alive connections;
+    /// reports POSTs/s and their latency.
+    Post(PostOptions),
 }
 
 /// Runs a bench subcommand: progress on stderr, the report on stdout.
 pub fn run(command: BenchCommand) -> Result<(), BenchError> {
     match command {
         BenchCommand::Fanout(options) => {
-            let json = options.json;
-            let report = run_fanout(&options)?;
-            print(json, &report, report.table());
+            run_fanout_then(&options, |report| {
+                print(options.json, report, report.table());
+                if options.hold {
+                    // Until standard input closes.
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                }
+            })?;
         }
         BenchCommand::Idle(options) => {
             let json = options.json;
             let report = run_idle(&options)?;
             print(json, &report, report.table());
+        }
+        BenchCommand::Post(options) => {
+            let report = run_post(&options)?;
+            print(options.json, &report, report.table());
         }
     }
     Ok(())
@@ -89,6 +105,7 @@ fn print(json: bool, report: &impl serde::Serialize, table: String) {
     } else {
         let _ = write!(out, "{table}");
     }
+    let _ = out.flush();
 }
 
 /// Checks that `clients` sockets fit under this process's open-file limit.
@@ -109,15 +126,79 @@ fn soft_file_limit() -> Option<u64> {
 
 /// A process's CPU time (user + system) in seconds, from `/proc/PID/stat`.
 pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    read_stat(pid).map(|stat| stat.cpu_secs)
+}
+
+/// The CPU seconds of `roots` and all their descendants, by process (pid and start time, so a
+/// reused pid is another process), read from `/proc`.
+pub fn process_tree_cpu(roots: &[u32]) -> HashMap<(u32, u64), f64> {
+    let mut stats = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(stat) = read_stat(pid) {
+                stats.push(stat);
+            }
+        }
+    }
+    let mut tree: HashSet<u32> = roots.iter().copied().collect();
+    // Parents are not always listed before their children: repeat until nothing is added.
+    loop {
+        let before = tree.len();
+        for stat in &stats {
+            if tree.contains(&stat.ppid) {
+                tree.insert(stat.pid);
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    stats
+        .into_iter()
+        .filter(|stat| tree.contains(&stat.pid))
+        .map(|stat| ((stat.pid, stat.start), stat.cpu_secs))
+        .collect()
+}
+
+/// The CPU seconds spent between two readings of [`process_tree_cpu`]: a process that started
+/// in between counts whole; one that ended in between is not counted.
+pub fn tree_cpu_spent(before: &HashMap<(u32, u64), f64>, after: &HashMap<(u32, u64), f64>) -> f64 {
+    after
+        .iter()
+        .map(|(key, cpu)| cpu - before.get(key).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// What `/proc/PID/stat` says of a process.
+struct Stat {
+    pid: u32,
+    ppid: u32,
+    /// Clock ticks after boot.
+    start: u64,
+    cpu_secs: f64,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
     let stat =
         std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     // The command name may hold spaces; the fields after it are space-separated.
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split(' ').collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some((utime + stime) as f64 / 100.0)
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(Stat {
+        pid,
+        ppid: u32::try_from(number(1)?).ok()?,
+        start: number(19)?,
+        // USER_HZ is 100 on every Linux this runs on.
+        cpu_secs: (number(11)? + number(12)?) as f64 / 100.0,
+    })
 }
 
 /// A process's resident set size in KiB, from `/proc/PID/status`.
@@ -163,6 +244,9 @@ mod tests {
     #[test]
     fn reads_this_process() {
         assert!(process_cpu_secs(std::process::id()).is_some());
+        let tree = process_tree_cpu(&[std::process::id()]);
+        assert!(tree.keys().any(|(pid, _)| *pid == std::process::id()));
+        assert!(tree_cpu_spent(&tree, &tree).abs() < 1e-9);
         assert!(process_rss_kib(std::process::id()).unwrap() > 0);
         assert!(soft_file_limit().unwrap() > 0);
     }

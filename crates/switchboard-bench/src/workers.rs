@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 
 use crate::client::{self, Connected, Target};
 
-/// Connection attempts one worker keeps in flight.
-const CONNECT_CONCURRENCY: usize = 128;
+/// Connection attempts one worker keeps in flight unless told otherwise.
+pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 
 /// What workers and the main thread share.
 pub(crate) struct Shared {
@@ -94,11 +94,13 @@ pub(crate) fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Connects the connections `indices`, targets and source addresses round-robin by index.
+/// Connects the connections `indices`, targets and source addresses round-robin by index,
+/// `concurrency` attempts at a time.
 pub(crate) async fn connect_share(
     targets: &[Target],
     indices: Vec<usize>,
     sources: &[IpAddr],
+    concurrency: usize,
     shared: &Shared,
 ) -> Vec<(usize, Connected)> {
     futures_util::stream::iter(indices)
@@ -107,7 +109,7 @@ pub(crate) async fn connect_share(
             let target = &targets[i % targets.len()];
             async move { (i, client::connect(target, source).await) }
         })
-        .buffer_unordered(CONNECT_CONCURRENCY)
+        .buffer_unordered(concurrency.max(1))
         .filter_map(|(i, result)| async move {
             match result {
                 Ok(conn) => {
