@@ -173,6 +173,8 @@ const INBOX: usize = 16_384;
 /// written with every other connection of the node at the next heartbeat that reaches Redis;
 /// stale keys are cleaned when looked up.
 const WRITES: usize = 16_384;
+/// The most bookkeeping writes sent in one pipeline.
+const WRITE_BATCH: usize = 512;
 /// Capacity of the bus's outgoing queue. Overflow drops the message ([`BusError::Full`]).
 const BUS_OUTBOX: usize = 16_384;
 /// The most bus messages sent in one pipeline.
@@ -430,30 +432,35 @@ impl ClusterRegistry {
         }
     }
 
-    /// Applies bookkeeping writes in the background, in order. While Redis is unreachable
-    /// they are skipped: the node announces all its connections when it is back.
+    /// Applies bookkeeping writes in the background, in order, the writes queued meanwhile in
+    /// one pipeline (a burst of connections costs Redis one round trip per batch, not per
+    /// connection). While Redis is unreachable they are skipped: the node announces all its
+    /// connections when it is back.
     async fn write_behind(self: Arc<Self>, mut writes: mpsc::Receiver<Write>) {
-        while let Some(write) = writes.recv().await {
-            if !self.ready.load(Ordering::Relaxed) {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            match &write {
-                Write::Register(id) => self.announce_into(&mut pipe, id),
-                Write::Unregister(id) => {
-                    pipe.del(self.key(&format!("conn:{id}")))
-                        .ignore()
-                        .srem(
-                            self.key(&format!("node:{}:conns", self.config.node_id)),
-                            id.as_str(),
-                        )
-                        .ignore();
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while writes.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+            if self.ready.load(Ordering::Relaxed) {
+                let mut pipe = redis::pipe();
+                for write in &batch {
+                    match write {
+                        Write::Register(id) => self.announce_into(&mut pipe, id),
+                        Write::Unregister(id) => {
+                            pipe.del(self.key(&format!("conn:{id}")))
+                                .ignore()
+                                .srem(
+                                    self.key(&format!("node:{}:conns", self.config.node_id)),
+                                    id.as_str(),
+                                )
+                                .ignore();
+                        }
+                    }
+                }
+                if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
+                    tracing::debug!(%error, writes = batch.len(), "cluster: connections' keys not written");
+                    self.reannounce.store(true, Ordering::Relaxed);
                 }
             }
-            if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
-                tracing::debug!(%error, ?write, "cluster: a connection's key not written");
-                self.reannounce.store(true, Ordering::Relaxed);
-            }
+            batch.clear();
         }
     }
 
