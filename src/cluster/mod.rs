@@ -69,13 +69,13 @@ impl ClusterConfig {
             .max(Duration::from_millis(600))
     }
 
-    /// A configuration with the defaults: 15 s heartbeat TTL, prefix `switchboard`, 2 s
-    /// requests.
+    /// A configuration with the defaults: 10 s node TTL (so an 8 s heartbeat, refreshed every
+    /// 2.7 s), prefix `switchboard`, 2 s requests.
     pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
         ClusterConfig {
             redis_url: redis_url.into(),
             node_id: node_id.into(),
-            node_ttl: Duration::from_secs(15),
+            node_ttl: Duration::from_secs(10),
             key_prefix: "switchboard".into(),
             request_timeout: Duration::from_secs(2),
         }
