@@ -751,8 +751,8 @@ impl Registry for ClusterRegistry {
     }
 
     fn post(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
-        if self.local.get(id).is_some() {
-            return Deferred::Ready(self.local.post_local(id, frame));
+        if let Some(result) = self.local.try_post_local(id, frame) {
+            return Deferred::Ready(result);
         }
         let frame = base64::engine::general_purpose::STANDARD.encode(frame.bytes());
         let id = *id;
