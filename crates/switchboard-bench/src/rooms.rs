@@ -855,6 +855,16 @@ async fn run_client(conn: Connected, plan: Plan, ctx: Rc<Ctx>) {
         ctx.close_early();
         return;
     }
+    if next_send.is_none() {
+        // Only reading: no timer to build on every turn.
+        loop {
+            let read = stream.read_buf(&mut buf).await;
+            if !matches!(read, Ok(n) if n > 0) || !ctx.take_frames(&mut buf, start.us) {
+                ctx.close_early();
+                return;
+            }
+        }
+    }
     loop {
         tokio::select! {
             read = stream.read_buf(&mut buf) => {
