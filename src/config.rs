@@ -520,7 +520,7 @@ pub struct ClusterSection {
 }
 
 fn default_node_ttl() -> u64 {
-    15
+    10
 }
 
 fn default_prefix() -> String {

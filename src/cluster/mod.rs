@@ -69,13 +69,13 @@ impl ClusterConfig {
             .max(Duration::from_millis(600))
     }
 
-    /// A configuration with the defaults: 15 s heartbeat TTL, prefix `switchboard`, 2 s
-    /// requests.
+    /// A configuration with the defaults: 10 s node TTL (so an 8 s heartbeat, refreshed every
+    /// 2.7 s), prefix `switchboard`, 2 s requests.
     pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
         ClusterConfig {
             redis_url: redis_url.into(),
             node_id: node_id.into(),
-            node_ttl: Duration::from_secs(15),
+            node_ttl: Duration::from_secs(10),
             key_prefix: "switchboard".into(),
             request_timeout: Duration::from_secs(2),
         }
@@ -173,6 +173,8 @@ const INBOX: usize = 16_384;
 /// written with every other connection of the node at the next heartbeat that reaches Redis;
 /// stale keys are cleaned when looked up.
 const WRITES: usize = 16_384;
+/// The most bookkeeping writes sent in one pipeline.
+const WRITE_BATCH: usize = 512;
 /// Capacity of the bus's outgoing queue. Overflow drops the message ([`BusError::Full`]).
 const BUS_OUTBOX: usize = 16_384;
 /// The most bus messages sent in one pipeline.
@@ -430,30 +432,35 @@ impl ClusterRegistry {
         }
     }
 
-    /// Applies bookkeeping writes in the background, in order. While Redis is unreachable
-    /// they are skipped: the node announces all its connections when it is back.
+    /// Applies bookkeeping writes in the background, in order, the writes queued meanwhile in
+    /// one pipeline (a burst of connections costs Redis one round trip per batch, not per
+    /// connection). While Redis is unreachable they are skipped: the node announces all its
+    /// connections when it is back.
     async fn write_behind(self: Arc<Self>, mut writes: mpsc::Receiver<Write>) {
-        while let Some(write) = writes.recv().await {
-            if !self.ready.load(Ordering::Relaxed) {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            match &write {
-                Write::Register(id) => self.announce_into(&mut pipe, id),
-                Write::Unregister(id) => {
-                    pipe.del(self.key(&format!("conn:{id}")))
-                        .ignore()
-                        .srem(
-                            self.key(&format!("node:{}:conns", self.config.node_id)),
-                            id.as_str(),
-                        )
-                        .ignore();
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while writes.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+            if self.ready.load(Ordering::Relaxed) {
+                let mut pipe = redis::pipe();
+                for write in &batch {
+                    match write {
+                        Write::Register(id) => self.announce_into(&mut pipe, id),
+                        Write::Unregister(id) => {
+                            pipe.del(self.key(&format!("conn:{id}")))
+                                .ignore()
+                                .srem(
+                                    self.key(&format!("node:{}:conns", self.config.node_id)),
+                                    id.as_str(),
+                                )
+                                .ignore();
+                        }
+                    }
+                }
+                if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
+                    tracing::debug!(%error, writes = batch.len(), "cluster: connections' keys not written");
+                    self.reannounce.store(true, Ordering::Relaxed);
                 }
             }
-            if let Err(error) = pipe.exec_async(&mut self.redis.clone()).await {
-                tracing::debug!(%error, ?write, "cluster: a connection's key not written");
-                self.reannounce.store(true, Ordering::Relaxed);
-            }
+            batch.clear();
         }
     }
 
@@ -744,8 +751,8 @@ impl Registry for ClusterRegistry {
     }
 
     fn post(&self, id: &Id, frame: &OutFrame) -> Deferred<Result<(), ManageError>> {
-        if self.local.get(id).is_some() {
-            return Deferred::Ready(self.local.post_local(id, frame));
+        if let Some(result) = self.local.try_post_local(id, frame) {
+            return Deferred::Ready(result);
         }
         let frame = base64::engine::general_purpose::STANDARD.encode(frame.bytes());
         let id = *id;

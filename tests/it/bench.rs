@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use switchboard_bench::{
-    FanoutOptions, IdleOptions, PostOptions, run_fanout, run_fanout_then, run_idle, run_post,
+    FanoutOptions, IdleOptions, PostOptions, RoomsOptions, run_fanout, run_fanout_then, run_idle,
+    run_post, run_rooms,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,4 +163,74 @@ async fn stalled_clients_are_left_out_and_urls_take_turns() {
         metrics.contains("switchboard_slow_consumers_closed_total 2\n")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_joins_and_reports_each_messages_last_arrival() {
+    let server = TestServer::start(config()).await;
+    // Two "processes" of 10 clients each, in 3 rooms: this one is clients 10..20 of 20.
+    let mut options = RoomsOptions::new(server.ws_url(), 10);
+    options.first_index = 10;
+    options.rooms = 3;
+    options.room_prefix = format!("bench-{}-", std::process::id());
+    options.senders = 3;
+    options.rate = 4.0;
+    options.duration = 1.0;
+    options.drain = 1.0;
+    options.threads = Some(2);
+    options.per_message = true;
+    options.per_second = true;
+    let report = tokio::task::spawn_blocking(move || run_rooms(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.connected, report.joined), (10, 10), "{report:?}");
+    assert_eq!(report.join_failures, 0);
+    assert_eq!(report.sent, 12, "3 senders x 4 msg/s x 1 s: {report:?}");
+    // Clients 10..20 in rooms g % 3: 10, 13, 16, 19 in room 1; 11, 14, 17 in room 2; 12, 15,
+    // 18 in room 0. The senders are 10, 11 and 12, one in each room, and get their own
+    // messages back: every message reaches its room's members here.
+    let arrivals = report.arrivals.as_ref().unwrap();
+    assert_eq!(arrivals.len(), 12, "{report:?}");
+    let mut counts: Vec<u64> = arrivals.iter().map(|a| a.count).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4]);
+    assert_eq!(report.delivered, 40);
+    for a in arrivals {
+        assert!(a.send_us >= report.start_us && a.first_us <= a.last_us && a.send_us < a.first_us);
+    }
+    assert!(report.last_arrival.max_us >= report.last_arrival.p50_us);
+    let seconds = report.seconds.as_ref().unwrap();
+    assert_eq!(
+        seconds
+            .iter()
+            .flat_map(|s| &s.counts)
+            .map(|(_, c)| c)
+            .sum::<u64>(),
+        40
+    );
+    assert_eq!(report.early_closes, 0);
+    assert!(report.table().contains("10 joined 3 rooms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_without_rooms_broadcasts_to_the_lobby() {
+    let server = TestServer::start(config()).await;
+    let mut options = RoomsOptions::new(server.ws_url(), 8);
+    options.senders = 2;
+    options.rate = 2.0;
+    options.offset = 0.2;
+    options.duration = 1.0;
+    options.drain = 1.0;
+    options.threads = Some(1);
+    let report = tokio::task::spawn_blocking(move || run_rooms(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.joined, 0);
+    assert_eq!(report.sent, 4, "{report:?}");
+    // `sendmessage` with `message`: everyone but the sender.
+    assert_eq!(report.delivered, 4 * 7, "{report:?}");
+    assert_eq!(report.messages, 4);
+    assert!(report.arrivals.is_none() && report.seconds.is_none());
 }

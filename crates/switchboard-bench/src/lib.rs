@@ -7,6 +7,9 @@
 //!   growth per connection;
 //! - [`post`](run_post): HTTP clients POST to connected clients through `@connections`, one
 //!   request in flight per keep-alive connection; reports POSTs per second and their latency.
+//! - [`rooms`](run_rooms): N clients held in rooms (or as plain clients of the lobby), S of
+//!   them sending; reports latency and each message's last arrival, and can be split over
+//!   several processes that start sending together and whose reports merge.
 //!
 //! The client is built to stay out of the way of the server it measures: a few OS threads,
 //! each with its own single-threaded runtime and its own statistics (no shared locks), one
@@ -28,12 +31,14 @@ mod client;
 mod fanout;
 mod idle;
 mod post;
+mod rooms;
 mod workers;
 
 pub use client::encode_client_frame;
 pub use fanout::{FanoutOptions, FanoutReport, Latency, run_fanout, run_fanout_then};
 pub use idle::{IdleOptions, IdleReport, run_idle};
 pub use post::{PostOptions, PostReport, run_post};
+pub use rooms::{Arrivals, RoomsOptions, RoomsReport, SecondLatencies, run_rooms};
 
 /// Why a bench run could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,10 @@ pub enum BenchCommand {
     /// POSTs to connected clients through `@connections` over keep-alive connections;
     /// reports POSTs/s and their latency.
     Post(PostOptions),
+    /// N clients in rooms (or plain clients of the lobby), S sending; reports latency and
+    /// each message's last arrival. Splits over several processes (--first-index,
+    /// --start-from-stdin) whose JSON reports merge.
+    Rooms(RoomsOptions),
 }
 
 /// Runs a bench subcommand: progress on stderr, the report on stdout.
@@ -92,6 +101,11 @@ pub fn run(command: BenchCommand) -> Result<(), BenchError> {
         BenchCommand::Post(options) => {
             let report = run_post(&options)?;
             print(options.json, &report, report.table());
+        }
+        BenchCommand::Rooms(options) => {
+            let json = options.json;
+            let report = run_rooms(&options)?;
+            print(json, &report, report.table());
         }
     }
     Ok(())
@@ -209,6 +223,26 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Now in microseconds on `CLOCK_MONOTONIC`: one clock for every process of the machine, so
+/// that processes can stamp and time each other's messages.
+#[cfg(unix)]
+pub fn mono_us() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000
+}
+
+/// Now in microseconds since this process first asked (elsewhere there is no clock shared by
+/// processes that this crate reads).
+#[cfg(not(unix))]
+pub fn mono_us() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
 /// Worker threads: as asked, else the number of cores, at most 4.
 fn worker_threads(asked: Option<usize>) -> usize {
     asked
@@ -249,6 +283,13 @@ mod tests {
         assert!(tree_cpu_spent(&tree, &tree).abs() < 1e-9);
         assert!(process_rss_kib(std::process::id()).unwrap() > 0);
         assert!(soft_file_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let a = mono_us();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(mono_us() >= a + 2_000);
     }
 
     #[test]

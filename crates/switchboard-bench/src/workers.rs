@@ -64,17 +64,29 @@ impl Shared {
         clients: usize,
         began: Instant,
     ) -> Duration {
+        self.wait_ready(threads, began, || {
+            format!(
+                "connecting: {} of {clients} connected, {} errors",
+                self.connected.load(Ordering::Relaxed),
+                self.connect_errors.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Called by the main thread: waits until every worker is ready, printing `progress()`
+    /// once a second. Returns how long it took.
+    pub(crate) fn wait_ready(
+        &self,
+        threads: usize,
+        began: Instant,
+        progress: impl Fn() -> String,
+    ) -> Duration {
         let mut last_print = Instant::now();
         while self.ready.load(Ordering::Acquire) < threads {
             std::thread::sleep(Duration::from_millis(5));
             if last_print.elapsed() >= Duration::from_secs(1) {
                 last_print = Instant::now();
-                eprintln!(
-                    "[{:>5.1}s] connecting: {} of {clients} connected, {} errors",
-                    began.elapsed().as_secs_f64(),
-                    self.connected.load(Ordering::Relaxed),
-                    self.connect_errors.load(Ordering::Relaxed),
-                );
+                eprintln!("[{:>5.1}s] {}", began.elapsed().as_secs_f64(), progress());
             }
         }
         began.elapsed()

@@ -96,6 +96,7 @@ pub trait Presence: Send + Sync + 'static {
 
 type Set = HashSet<Id, foldhash::fast::RandomState>;
 
+/// A connection that joined a room or chose a name.
 #[derive(Debug)]
 struct Connection {
     name: Name,
@@ -103,20 +104,38 @@ struct Connection {
     connected_at_ms: i64,
 }
 
+/// Plain clients are only an id and a time (a map entry of 24 bytes): most connections of
+/// the articles' chat never join or pick a name, and a [`Connection`] with its default name
+/// would more than double what each one costs here.
 #[derive(Debug, Default)]
 struct State {
     connections: HashMap<Id, Connection, foldhash::fast::RandomState>,
     rooms: HashMap<Room, Set, foldhash::fast::RandomState>,
-    plain: Set,
+    /// Plain clients and when they connected.
+    plain: HashMap<Id, i64, foldhash::fast::RandomState>,
 }
 
 impl State {
     fn connection(&mut self, id: Id) -> &mut Connection {
+        let connected_at_ms = self.plain.get(&id).copied();
         self.connections.entry(id).or_insert_with(|| Connection {
             name: default_name(id),
             rooms: Vec::new(),
-            connected_at_ms: time::now_ms(),
+            connected_at_ms: connected_at_ms.unwrap_or_else(time::now_ms),
         })
+    }
+
+    fn connected_at_ms(&self, id: &Id) -> Option<i64> {
+        self.connections
+            .get(id)
+            .map(|c| c.connected_at_ms)
+            .or_else(|| self.plain.get(id).copied())
+    }
+
+    fn name(&self, id: Id) -> Name {
+        self.connections
+            .get(&id)
+            .map_or_else(|| default_name(id), |c| c.name.clone())
     }
 }
 
@@ -183,9 +202,8 @@ impl LocalPresence {
                 Ok(()) => {}
                 Err(ManageError::Gone) => {
                     let young = state
-                        .connections
-                        .get(id)
-                        .is_some_and(|c| now - c.connected_at_ms < GONE_GRACE_MS);
+                        .connected_at_ms(id)
+                        .is_some_and(|at| now - at < GONE_GRACE_MS);
                     if !young {
                         gone.push(*id);
                     }
@@ -204,14 +222,26 @@ impl LocalPresence {
 impl Presence for LocalPresence {
     fn connect(&self, id: Id, connected_at_ms: i64) {
         let mut state = self.state();
-        state.connection(id).connected_at_ms = connected_at_ms;
-        state.plain.insert(id);
+        if let Some(conn) = state.connections.get_mut(&id) {
+            conn.connected_at_ms = connected_at_ms;
+        }
+        state.plain.insert(id, connected_at_ms);
     }
 
     fn disconnect(&self, id: Id) -> Option<(Member, Vec<Room>)> {
         let mut state = self.state();
-        state.plain.remove(&id);
-        let conn = state.connections.remove(&id)?;
+        let was_plain = state.plain.remove(&id).is_some();
+        let Some(conn) = state.connections.remove(&id) else {
+            return was_plain.then(|| {
+                (
+                    Member {
+                        id,
+                        name: default_name(id),
+                    },
+                    Vec::new(),
+                )
+            });
+        };
         for room in &conn.rooms {
             if let Some(members) = state.rooms.get_mut(room) {
                 members.remove(&id);
@@ -230,20 +260,19 @@ impl Presence for LocalPresence {
     }
 
     fn member(&self, id: Id) -> Member {
-        let mut state = self.state();
         Member {
             id,
-            name: state.connection(id).name.clone(),
+            name: self.state().name(id),
         }
     }
 
     fn join(&self, room: &Room, id: Id) -> bool {
         let mut state = self.state();
-        state.plain.remove(&id);
         let newly = state.rooms.entry(room.clone()).or_default().insert(id);
         if newly {
             state.connection(id).rooms.push(room.clone());
         }
+        state.plain.remove(&id);
         newly
     }
 
@@ -287,10 +316,7 @@ impl Presence for LocalPresence {
             .flatten()
             .map(|id| Member {
                 id: *id,
-                name: state
-                    .connections
-                    .get(id)
-                    .map_or_else(|| default_name(*id), |c| c.name.clone()),
+                name: state.name(*id),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -314,7 +340,7 @@ impl Presence for LocalPresence {
 
     fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>) {
         let state = self.state();
-        self.post_each(&state, state.plain.iter(), frame, skip, gone);
+        self.post_each(&state, state.plain.keys(), frame, skip, gone);
     }
 }
 
@@ -379,6 +405,15 @@ mod tests {
         assert_eq!(&*member.name, "alice");
         assert!(rooms.is_empty());
         assert!(p.disconnect(a.id()).is_none());
+
+        // A plain client has no entry of its own: its name is the default, and it leaves
+        // like anyone else.
+        assert_eq!(p.member(b.id()).name, default_name(b.id()));
+        assert!(p.state().connections.is_empty());
+        let (member, rooms) = p.disconnect(b.id()).unwrap();
+        assert_eq!(member.name, default_name(b.id()));
+        assert!(rooms.is_empty());
+        assert!(p.disconnect(b.id()).is_none());
     }
 
     #[test]

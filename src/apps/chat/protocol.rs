@@ -572,6 +572,26 @@ pub fn presence_frame(
     })
 }
 
+/// `presence` `leave` of several members at once (the node they were connected to died):
+/// one frame per room instead of one per member, whose recipients would otherwise get as many
+/// frames as members left.
+pub fn presence_left_frame(room: &str, members: &[Member]) -> OutFrame {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        event: &'static str,
+        members: &'a [Member],
+    }
+    encode(&Frame {
+        kind: "presence",
+        room,
+        event: "leave",
+        members,
+    })
+}
+
 /// `members`: the answer to `who`.
 pub fn members_frame(room: &str, members: &[Member]) -> OutFrame {
     #[derive(Serialize)]
@@ -864,6 +884,11 @@ mod tests {
             )),
             json!({"type":"presence","room":"r","event":"rename",
                    "member":{"connectionId":"Tq3mxb7WNjMCFhA=","name":"alice"},"previous":"al"})
+        );
+        assert_eq!(
+            payload(&presence_left_frame("r", std::slice::from_ref(&alice))),
+            json!({"type":"presence","room":"r","event":"leave",
+                   "members":[{"connectionId":"Tq3mxb7WNjMCFhA=","name":"alice"}]})
         );
         let stored = StoredMessage {
             id: 3,

@@ -312,28 +312,34 @@ impl Presence for ClusterPresence {
                 }
             }
             PeerChange::NodeDown { node } => {
-                let mut left = Vec::new();
+                // Every member of the node leaves at once: one frame per room lists them all
+                // (a frame per member would give each recipient as many frames as members
+                // left, thousands when a busy node dies).
+                let mut left: Vec<(Room, Vec<Member>)> = Vec::new();
                 {
                     let mut remote = self.remote();
                     for (room, members) in remote.iter_mut() {
+                        let mut gone_here = Vec::new();
                         members.retain(|id, r| {
                             let dead = *r.node == *node;
                             if dead {
-                                left.push((
-                                    room.clone(),
-                                    Member {
-                                        id: *id,
-                                        name: r.name.clone(),
-                                    },
-                                ));
+                                gone_here.push(Member {
+                                    id: *id,
+                                    name: r.name.clone(),
+                                });
                             }
                             !dead
                         });
+                        if !gone_here.is_empty() {
+                            left.push((room.clone(), gone_here));
+                        }
                     }
                     remote.retain(|_, members| !members.is_empty());
                 }
-                for (room, member) in left {
-                    self.tell(&room, PresenceEvent::Leave, &member, None, gone);
+                for (room, mut members) in left {
+                    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+                    let frame = protocol::presence_left_frame(&room, &members);
+                    self.local.publish_local(&room, &frame, &[], gone);
                 }
             }
         }

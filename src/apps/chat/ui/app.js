@@ -248,6 +248,13 @@
 
     presence(f) {
       const r = room(f.room);
+      if (f.members) {
+        // Several left at once (their node died).
+        for (const m of f.members) r.members.delete(m.connectionId);
+        if (f.room === state.current) renderMembers();
+        renderRooms();
+        return;
+      }
       if (f.event === 'leave') r.members.delete(f.member.connectionId);
       else r.members.set(f.member.connectionId, f.member.name);
       if (f.member.connectionId === state.me.connectionId) {
