@@ -112,6 +112,25 @@ async fn post_reaches_every_client_through_the_management_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_expects_one_delivery_per_message() {
+    let mut config = config();
+    config.app = switchboard::config::BuiltinApp::Echo;
+    let server = TestServer::start(config).await;
+    let mut options = FanoutOptions::new(server.ws_url(), 4);
+    options.senders = 4;
+    options.echo = true;
+    options.rate = 20.0;
+    options.duration = 1.0;
+    let report = tokio::task::spawn_blocking(move || run_fanout(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.sent >= 60, "{report:?}");
+    assert_eq!(report.expected, report.sent, "{report:?}");
+    assert_eq!(report.delivered, report.sent, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reports_connects_and_memory() {
     let server = TestServer::start(config()).await;
     let options = IdleOptions {

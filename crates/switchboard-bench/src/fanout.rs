@@ -57,6 +57,10 @@ pub struct FanoutOptions {
     /// `message` in the articles' chat); sets how many deliveries are expected.
     #[arg(long)]
     pub include_sender: bool,
+    /// Each message comes back to its sender only (a two-way route, an echo): one delivery
+    /// expected per message, whoever sent it.
+    #[arg(long, conflicts_with = "include_sender")]
+    pub echo: bool,
     /// Source addresses to bind connections to, round-robin, e.g. 127.0.0.1,127.0.0.2.
     #[arg(long, value_delimiter = ',')]
     pub source_ips: Vec<IpAddr>,
@@ -106,6 +110,7 @@ impl FanoutOptions {
             payload: 64,
             template: r#"{"action":"sendmessage","message":"$MSG"}"#.into(),
             include_sender: false,
+            echo: false,
             source_ips: Vec::new(),
             stall: 0,
             warmup: 0.0,
@@ -161,7 +166,8 @@ pub struct FanoutReport {
     pub payload: usize,
     /// Messages sent.
     pub sent: u64,
-    /// Deliveries expected: each message to every other client (or every client) that reads.
+    /// Deliveries expected: each message to every other client (or every client) that reads;
+    /// with `--echo`, to its sender.
     pub expected: u64,
     /// Deliveries counted.
     pub delivered: u64,
@@ -408,7 +414,9 @@ pub fn run_fanout_then(
     let connected = shared.connected.load(Ordering::Relaxed);
     let stalled = stalled.load(Ordering::Relaxed);
     let reading = connected - stalled;
-    let recipients = if options.include_sender {
+    let recipients = if options.echo {
+        1
+    } else if options.include_sender {
         reading
     } else {
         reading.saturating_sub(1)
