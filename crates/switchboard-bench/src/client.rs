@@ -250,6 +250,11 @@ pub(crate) const STAMP_LEN: usize = 25;
 
 /// Reads the send time back from a delivered payload (the stamp may be anywhere in it).
 pub(crate) fn read_stamp(payload: &[u8]) -> Option<u64> {
+    // Frames that are not bench messages (presence lists of thousands of ids) have no `~`:
+    // `contains` on bytes is a word-at-a-time search, where `position` goes byte by byte.
+    if !payload.contains(&b'~') {
+        return None;
+    }
     let start = payload.iter().position(|b| *b == b'~')? + 1;
     let hex = payload.get(start..start + 16)?;
     let mut v = 0u64;

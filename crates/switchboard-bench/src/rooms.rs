@@ -494,7 +494,8 @@ impl Ctx {
         let parsed = {
             let mut record = self.record.borrow_mut();
             parse_frames(buf, |payload| {
-                if let Some((send_us, seq)) = read_stamp(payload).zip(read_seq(payload))
+                if let Some((send_us, seq)) =
+                    read_stamp(payload).and_then(|at| Some((at, read_seq(payload)?)))
                     && send_us >= start_us
                 {
                     count += 1;

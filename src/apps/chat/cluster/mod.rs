@@ -828,8 +828,8 @@ mod tests {
         } else {
             alice.next_of("presence").await
         };
-        assert_eq!(left["members"][0]["name"], "bob", "{left}");
-        assert_eq!(left["members"].as_array().unwrap().len(), 1);
+        assert_eq!(left["connectionIds"][0], bob.id.as_str(), "{left}");
+        assert_eq!(left["connectionIds"].as_array().unwrap().len(), 1);
         a.sees("general", &["alice"]).await;
         c.sees("general", &["alice"]).await;
         c.sees("ops", &[]).await;

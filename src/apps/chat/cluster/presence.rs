@@ -315,7 +315,7 @@ impl Presence for ClusterPresence {
                 // Every member of the node leaves at once: one frame per room lists them all
                 // (a frame per member would give each recipient as many frames as members
                 // left, thousands when a busy node dies).
-                let mut left: Vec<(Room, Vec<Member>)> = Vec::new();
+                let mut left: Vec<(Room, Vec<Id>)> = Vec::new();
                 {
                     let mut remote = self.remote();
                     for (room, members) in remote.iter_mut() {
@@ -323,10 +323,7 @@ impl Presence for ClusterPresence {
                         members.retain(|id, r| {
                             let dead = *r.node == *node;
                             if dead {
-                                gone_here.push(Member {
-                                    id: *id,
-                                    name: r.name.clone(),
-                                });
+                                gone_here.push(*id);
                             }
                             !dead
                         });
@@ -336,9 +333,9 @@ impl Presence for ClusterPresence {
                     }
                     remote.retain(|_, members| !members.is_empty());
                 }
-                for (room, mut members) in left {
-                    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-                    let frame = protocol::presence_left_frame(&room, &members);
+                for (room, mut ids) in left {
+                    ids.sort_unstable();
+                    let frame = protocol::presence_left_frame(&room, &ids);
                     self.local.publish_local(&room, &frame, &[], gone);
                 }
             }

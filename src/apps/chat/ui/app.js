@@ -248,9 +248,9 @@
 
     presence(f) {
       const r = room(f.room);
-      if (f.members) {
+      if (f.connectionIds) {
         // Several left at once (their node died).
-        for (const m of f.members) r.members.delete(m.connectionId);
+        for (const id of f.connectionIds) r.members.delete(id);
         if (f.room === state.current) renderMembers();
         renderRooms();
         return;
