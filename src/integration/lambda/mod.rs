@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -102,7 +103,8 @@ pub struct LambdaFunction {
     waiting: std::sync::atomic::AtomicUsize,
     /// On-demand processes started and not yet asking for an invocation.
     starting: std::sync::atomic::AtomicUsize,
-    /// Woken when an invocation is queued (on-demand environments decide whether to start).
+    /// Woken when an invocation is queued and no environment is free (on-demand environments
+    /// decide whether to start).
     demand: tokio::sync::Notify,
     /// Bumped when a file under the code directory changes.
     code_generation: std::sync::atomic::AtomicU64,
@@ -187,7 +189,15 @@ impl LambdaFunction {
         };
         let queued = match self.queue.try_send(job) {
             Ok(()) => {
-                self.demand.notify_waiters();
+                // A process waiting in `next` takes the job. Idle on-demand environments are
+                // woken only when none is free: waking them all on every call cost a task
+                // wake-up each. An environment that leaves without the job passes through
+                // `wait_for_demand`, which checks the queue before it waits.
+                let free =
+                    self.waiting.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst);
+                if self.queued() > free {
+                    self.demand.notify_waiters();
+                }
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Failed(format!(
