@@ -821,6 +821,27 @@ async fn environments_start_on_demand_up_to_reserved_concurrency_and_idle_out() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_burst_that_a_warm_environment_clears_starts_no_other() {
+    let mut quick = spec("quick", fixtures().join("cjs"), "nodejs20.x", "app.slow");
+    quick.concurrency = 5;
+    quick.idle_timeout = Some(Duration::from_secs(60));
+    let (functions, f) = start(vec![quick]).await;
+    let quick = &f[0];
+    call(quick, json!({"ms": 1})).await.unwrap();
+    // Ten quick calls at once: the warm process answers them all well within a cold start
+    // (the delay before another environment starts), so none starts.
+    let calls: Vec<_> = (0..10).map(|_| call(quick, json!({"ms": 1}))).collect();
+    let pids: std::collections::BTreeSet<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| body(&r.unwrap()))
+        .collect();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert_eq!(quick.metrics().cold_starts.load(Ordering::SeqCst), 1);
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn edits_send_new_invocations_to_fresh_processes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.js");

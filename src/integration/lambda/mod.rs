@@ -106,6 +106,15 @@ pub struct LambdaFunction {
     /// Woken when an invocation is queued and no environment is free (on-demand environments
     /// decide whether to start).
     demand: tokio::sync::Notify,
+    /// Invocations ever put into the queue and ever taken out of it: the ones waiting at one
+    /// moment have all been taken once `dequeued` reaches what `enqueued` was then.
+    enqueued: std::sync::atomic::AtomicU64,
+    dequeued: std::sync::atomic::AtomicU64,
+    /// How long the last process took from its start to its first `GET /next`, in µs (0: none
+    /// yet): while an environment runs, an invocation waits this long before another starts.
+    cold_start_us: std::sync::atomic::AtomicU64,
+    /// The process ids of its running processes.
+    pids: std::sync::Mutex<Vec<u32>>,
     /// Bumped when a file under the code directory changes.
     code_generation: std::sync::atomic::AtomicU64,
     /// Woken when `code_generation` changes.
@@ -142,6 +151,10 @@ impl LambdaFunction {
             waiting: Default::default(),
             starting: Default::default(),
             demand: Default::default(),
+            enqueued: Default::default(),
+            dequeued: Default::default(),
+            cold_start_us: Default::default(),
+            pids: Default::default(),
             code_generation: Default::default(),
             code_changed: Default::default(),
             launch: Default::default(),
@@ -157,6 +170,44 @@ impl LambdaFunction {
     /// Invocations in the queue.
     fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Runs `f` on the process ids of the function's running processes.
+    fn processes<T>(&self, f: impl FnOnce(&mut Vec<u32>) -> T) -> T {
+        f(&mut self.pids.lock().expect("process ids lock"))
+    }
+
+    /// Invocations in the queue that no process is free (or starting) to take.
+    fn unserved(&self) -> usize {
+        let free = self.waiting.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst);
+        self.queued().saturating_sub(free)
+    }
+
+    /// Puts `job` into the queue; on-demand environments are woken when no process is free to
+    /// take it.
+    fn enqueue(&self, job: Job) -> Result<(), mpsc::error::TrySendError<Job>> {
+        self.queue.try_send(job)?;
+        self.enqueued.fetch_add(1, Ordering::SeqCst);
+        // A process waiting in `next` takes the job. Idle on-demand environments are woken only
+        // when none is free: waking them all on every call cost a task wake-up each. An
+        // environment that leaves without the job passes through `wait_for_demand`, which
+        // checks the queue before it waits.
+        if self.unserved() > 0 {
+            self.demand.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// How long an invocation waits, while an environment runs, before another environment
+    /// starts for it: the function's last cold start (1 ms to 1 s). A warm environment usually
+    /// takes it sooner, and a cold start costs a process's start and its code's load, so on a
+    /// machine with few cores a burst does not start as many processes as it has invocations.
+    fn scale_up_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.cold_start_us
+                .load(Ordering::SeqCst)
+                .clamp(1_000, 1_000_000),
+        )
     }
 
     /// The function's name.
@@ -187,28 +238,15 @@ impl LambdaFunction {
             trace_id: trace_id(),
             reply,
         };
-        let queued = match self.queue.try_send(job) {
-            Ok(()) => {
-                // A process waiting in `next` takes the job. Idle on-demand environments are
-                // woken only when none is free: waking them all on every call cost a task
-                // wake-up each. An environment that leaves without the job passes through
-                // `wait_for_demand`, which checks the queue before it waits.
-                let free =
-                    self.waiting.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst);
-                if self.queued() > free {
-                    self.demand.notify_waiters();
-                }
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Failed(format!(
+        let queued = self.enqueue(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => CallError::Failed(format!(
                 "function {}: {} invocations are already waiting; try again later",
                 self.spec.name, self.spec.queue_size
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::Failed(format!(
-                "function {} has stopped",
-                self.spec.name
-            ))),
-        };
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                CallError::Failed(format!("function {} has stopped", self.spec.name))
+            }
+        });
         let name = self.spec.name.clone();
         async move {
             queued?;

@@ -256,7 +256,10 @@ impl Supervisor {
                     let metrics = &function.metrics;
                     metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
                     metrics.environments.fetch_add(1, Ordering::Relaxed);
+                    let pid = child.id();
+                    function.processes(|pids| pids.extend(pid));
                     let exit = self.watch(child, generation).await;
+                    function.processes(|pids| pids.retain(|&p| Some(p) != pid));
                     metrics.environments.fetch_sub(1, Ordering::Relaxed);
                     exit
                 }
@@ -317,29 +320,58 @@ impl Supervisor {
     }
 
     /// Waits until this environment should start a process: more invocations are queued
-    /// than processes are free or starting. Returns `false` when the server is stopping.
+    /// than processes are free or starting and, while another environment runs, one of them
+    /// has waited the function's scale-up delay (its last cold start; while the first one is
+    /// under way, until it ends). Returns `false` when the server is stopping.
     async fn wait_for_demand(&self) -> bool {
         let function = &self.env.function;
         loop {
             let notified = function.demand.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if function.unserved() == 0 {
+                tokio::select! {
+                    _ = &mut notified => continue,
+                    _ = self.stop.cancelled() => return false,
+                }
+            }
+            let running = function.metrics.warm.load(Ordering::SeqCst) > 0
+                || function.starting.load(Ordering::SeqCst) > 0;
+            if running {
+                if function.cold_start_us.load(Ordering::SeqCst) == 0 {
+                    // The first cold start is under way: it tells how long one takes.
+                    tokio::select! {
+                        _ = &mut notified => continue,
+                        _ = self.stop.cancelled() => return false,
+                    }
+                }
+                let waiting = function.enqueued.load(Ordering::SeqCst);
+                let cpu = CpuTimes::read(function);
+                tokio::select! {
+                    _ = tokio::time::sleep(function.scale_up_delay()) => {}
+                    _ = self.stop.cancelled() => return false,
+                }
+                if function.dequeued.load(Ordering::SeqCst) >= waiting {
+                    // What waited was taken in time by the processes running.
+                    continue;
+                }
+                if cpu.is_some_and(|before| before.cpu_bound_until_now(function)) {
+                    // The running processes keep their cores busy and no core is to spare:
+                    // another process would not add throughput, only its own start and a
+                    // share of the CPU the running ones use.
+                    continue;
+                }
+            }
             let starting = function.starting.load(Ordering::SeqCst);
             let free = function.waiting.load(Ordering::SeqCst) + starting;
-            if function.queued() > free {
-                if function
+            if function.queued() > free
+                && function
                     .starting
                     .compare_exchange(starting, starting + 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
-                {
-                    self.env.starting.store(true, Ordering::SeqCst);
-                    return true;
-                }
-                continue;
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = self.stop.cancelled() => return false,
+            {
+                self.env.starting.store(true, Ordering::SeqCst);
+                return true;
             }
         }
     }
@@ -633,9 +665,111 @@ fn emit(sink: &LogSink, stream: &str, line: &[u8]) {
     }
 }
 
+/// CPU time from `/proc` (Linux), read before and after an invocation waited: another
+/// environment starts for it unless the function's busy processes were using their cores
+/// (not waiting on I/O) and no core of the machine was idle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuTimes {
+    /// The machine's idle (and I/O wait) time, summed over the cores, in ticks.
+    idle: u64,
+    /// The machine's time, summed over the cores, in ticks.
+    total: u64,
+    /// The function's processes' user and system time, in ticks.
+    function: u64,
+}
+
+impl CpuTimes {
+    /// The times now; `None` where `/proc/stat` does not exist.
+    fn read(function: &super::LambdaFunction) -> Option<Self> {
+        let (idle, total) = Self::machine(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        let function = function.processes(|pids| {
+            pids.iter()
+                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .filter_map(|stat: String| Self::process(&stat))
+                .sum()
+        });
+        Some(CpuTimes {
+            idle,
+            total,
+            function,
+        })
+    }
+
+    /// Idle and all time from the aggregate `cpu` line of `/proc/stat`: user nice system idle
+    /// iowait irq softirq steal (guest time is already in user and nice).
+    fn machine(stat: &str) -> Option<(u64, u64)> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        (fields.len() >= 5).then(|| (fields[3] + fields[4], fields.iter().sum()))
+    }
+
+    /// utime + stime from a `/proc/PID/stat` line (fields 14 and 15; the command name before
+    /// them is in parentheses and may hold spaces).
+    fn process(stat: &str) -> Option<u64> {
+        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(utime + stime)
+    }
+
+    /// Whether, from these times to `now`, the function's `busy` processes used at least half
+    /// a core each while the machine had less than one core idle.
+    fn cpu_bound(self, now: CpuTimes, busy: usize, cores: usize) -> bool {
+        let Some(total) = now.total.checked_sub(self.total).filter(|&t| t > 0) else {
+            return false;
+        };
+        let per_core = total as f64 / cores as f64;
+        let idle_cores = now.idle.saturating_sub(self.idle) as f64 / per_core;
+        let function_cores = now.function.saturating_sub(self.function) as f64 / per_core;
+        function_cores >= 0.5 * busy.max(1) as f64 && idle_cores < 1.0
+    }
+
+    fn cpu_bound_until_now(self, function: &super::LambdaFunction) -> bool {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let busy = function.metrics.busy.load(Ordering::SeqCst) as usize;
+        Self::read(function).is_some_and(|now| self.cpu_bound(now, busy, cores))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_bound_processes_on_a_busy_machine_hold_back_scale_up() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1\n";
+        assert_eq!(CpuTimes::machine(stat), Some((850, 1000)));
+        assert_eq!(CpuTimes::machine("intr 1\n"), None);
+        assert_eq!(CpuTimes::machine("cpu  1 2 x 4 5\n"), None);
+        let line = "4321 (node my app.js) S 1 4321 4321 0 -1 4194560 100 0 0 0 250 30 0 0 20 0";
+        assert_eq!(CpuTimes::process(line), Some(280));
+        assert_eq!(CpuTimes::process("4321 (node) S 1"), None);
+
+        // Two cores, 200 ticks of machine time: 100 per core.
+        let before = CpuTimes {
+            idle: 0,
+            total: 0,
+            function: 0,
+        };
+        let at = |idle, function| CpuTimes {
+            idle,
+            total: 200,
+            function,
+        };
+        // One busy process on a core, the other core busy too: held back.
+        assert!(before.cpu_bound(at(20, 95), 1, 2));
+        // The same with a core idle: another process can use it.
+        assert!(!before.cpu_bound(at(100, 95), 1, 2));
+        // Busy processes waiting on I/O (a tenth of a core each): they are not the limit.
+        assert!(!before.cpu_bound(at(0, 20), 2, 2));
+        assert!(!before.cpu_bound(before, 1, 2), "no time passed");
+    }
 
     #[test]
     fn runtime_variables_join_the_functions_own() {

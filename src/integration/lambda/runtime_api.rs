@@ -45,6 +45,8 @@ struct Slot {
     current: Option<Current>,
     /// Cancelled when the current process ends.
     token: CancellationToken,
+    /// When the current process was started (its cold start ends at its first `next`).
+    began: tokio::time::Instant,
 }
 
 /// One environment: what its Runtime API and its supervisor share.
@@ -89,6 +91,7 @@ impl Environment {
                 generation: 0,
                 current: None,
                 token: CancellationToken::new(),
+                began: tokio::time::Instant::now(),
             }),
             deadline: watch::Sender::new(None),
             polled: AtomicBool::new(false),
@@ -108,7 +111,11 @@ impl Environment {
     /// Starts a new process generation; the token is cancelled when it ends.
     pub(super) fn begin(&self, stop: &CancellationToken) -> CancellationToken {
         let token = stop.child_token();
-        self.slot().token = token.clone();
+        {
+            let mut slot = self.slot();
+            slot.token = token.clone();
+            slot.began = tokio::time::Instant::now();
+        }
         self.polled.store(false, Ordering::SeqCst);
         self.answered.store(false, Ordering::SeqCst);
         *self.init_error.lock().expect("init error lock") = None;
@@ -187,8 +194,8 @@ impl Environment {
         let mut slot = self.slot();
         if slot.generation != generation {
             drop(slot);
-            match self.function.queue.try_send(job) {
-                Ok(()) => self.function.demand.notify_waiters(),
+            match self.function.enqueue(job) {
+                Ok(()) => {}
                 Err(e) => {
                     let job = e.into_inner();
                     let _ = job
@@ -282,9 +289,10 @@ fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response
 }
 
 async fn next(State(env): State<Arc<Environment>>) -> Response {
-    let (generation, token, abandoned) = {
+    let (generation, token, began, abandoned) = {
         let mut slot = env.slot();
-        (slot.generation, slot.token.clone(), env.finish(&mut slot))
+        let abandoned = env.finish(&mut slot);
+        (slot.generation, slot.token.clone(), slot.began, abandoned)
     };
     if let Some(abandoned) = abandoned {
         env.deadline.send_replace(None);
@@ -294,7 +302,14 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
         ))));
     }
     if !env.polled.swap(true, Ordering::SeqCst) {
+        // Before `warm` counts it: a supervisor that sees a warm environment reads the delay.
+        let cold_start = began.elapsed().as_micros().max(1) as u64;
+        env.function
+            .cold_start_us
+            .store(cold_start, Ordering::SeqCst);
         env.function.metrics.warm.fetch_add(1, Ordering::SeqCst);
+        // Supervisors waiting for the first cold start to end decide again.
+        env.function.demand.notify_waiters();
     }
     let waiting = Waiting::new(&env.function.waiting);
     env.started();
@@ -326,6 +341,7 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
         let Some(job) = received else {
             return stopped();
         };
+        env.function.dequeued.fetch_add(1, Ordering::SeqCst);
         // The caller gave up (timed out, or its connection closed) while the job waited.
         if job.reply.is_closed() || job.deadline <= tokio::time::Instant::now() {
             continue;
