@@ -674,6 +674,9 @@ struct CpuTimes {
     idle: u64,
     /// The machine's time, summed over the cores, in ticks.
     total: u64,
+    /// The machine's cores (the `cpuN` lines: the cores `/proc/stat` counts, whatever this
+    /// process's share of them).
+    cores: usize,
     /// The function's processes' user and system time, in ticks.
     function: u64,
 }
@@ -681,7 +684,7 @@ struct CpuTimes {
 impl CpuTimes {
     /// The times now; `None` where `/proc/stat` does not exist.
     fn read(function: &super::LambdaFunction) -> Option<Self> {
-        let (idle, total) = Self::machine(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        let (idle, total, cores) = Self::machine(&std::fs::read_to_string("/proc/stat").ok()?)?;
         let function = function.processes(|pids| {
             pids.iter()
                 .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -691,13 +694,14 @@ impl CpuTimes {
         Some(CpuTimes {
             idle,
             total,
+            cores,
             function,
         })
     }
 
-    /// Idle and all time from the aggregate `cpu` line of `/proc/stat`: user nice system idle
-    /// iowait irq softirq steal (guest time is already in user and nice).
-    fn machine(stat: &str) -> Option<(u64, u64)> {
+    /// Idle and all time from the aggregate `cpu` line of `/proc/stat` (user nice system idle
+    /// iowait irq softirq steal; guest time is already in user and nice), and the cores.
+    fn machine(stat: &str) -> Option<(u64, u64, usize)> {
         let line = stat.lines().find(|l| l.starts_with("cpu "))?;
         let fields: Vec<u64> = line
             .split_whitespace()
@@ -706,7 +710,11 @@ impl CpuTimes {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .ok()?;
-        (fields.len() >= 5).then(|| (fields[3] + fields[4], fields.iter().sum()))
+        let cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        (fields.len() >= 5).then(|| (fields[3] + fields[4], fields.iter().sum(), cores.max(1)))
     }
 
     /// utime + stime from a `/proc/PID/stat` line (fields 14 and 15; the command name before
@@ -720,20 +728,19 @@ impl CpuTimes {
 
     /// Whether, from these times to `now`, the function's `busy` processes used at least half
     /// a core each while the machine had less than one core idle.
-    fn cpu_bound(self, now: CpuTimes, busy: usize, cores: usize) -> bool {
+    fn cpu_bound(self, now: CpuTimes, busy: usize) -> bool {
         let Some(total) = now.total.checked_sub(self.total).filter(|&t| t > 0) else {
             return false;
         };
-        let per_core = total as f64 / cores as f64;
+        let per_core = total as f64 / now.cores as f64;
         let idle_cores = now.idle.saturating_sub(self.idle) as f64 / per_core;
         let function_cores = now.function.saturating_sub(self.function) as f64 / per_core;
         function_cores >= 0.5 * busy.max(1) as f64 && idle_cores < 1.0
     }
 
     fn cpu_bound_until_now(self, function: &super::LambdaFunction) -> bool {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let busy = function.metrics.busy.load(Ordering::SeqCst) as usize;
-        Self::read(function).is_some_and(|now| self.cpu_bound(now, busy, cores))
+        Self::read(function).is_some_and(|now| self.cpu_bound(now, busy))
     }
 }
 
@@ -744,7 +751,7 @@ mod tests {
     #[test]
     fn cpu_bound_processes_on_a_busy_machine_hold_back_scale_up() {
         let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1\n";
-        assert_eq!(CpuTimes::machine(stat), Some((850, 1000)));
+        assert_eq!(CpuTimes::machine(stat), Some((850, 1000, 1)));
         assert_eq!(CpuTimes::machine("intr 1\n"), None);
         assert_eq!(CpuTimes::machine("cpu  1 2 x 4 5\n"), None);
         let line = "4321 (node my app.js) S 1 4321 4321 0 -1 4194560 100 0 0 0 250 30 0 0 20 0";
@@ -755,20 +762,22 @@ mod tests {
         let before = CpuTimes {
             idle: 0,
             total: 0,
+            cores: 2,
             function: 0,
         };
         let at = |idle, function| CpuTimes {
             idle,
             total: 200,
+            cores: 2,
             function,
         };
         // One busy process on a core, the other core busy too: held back.
-        assert!(before.cpu_bound(at(20, 95), 1, 2));
+        assert!(before.cpu_bound(at(20, 95), 1));
         // The same with a core idle: another process can use it.
-        assert!(!before.cpu_bound(at(100, 95), 1, 2));
+        assert!(!before.cpu_bound(at(100, 95), 1));
         // Busy processes waiting on I/O (a tenth of a core each): they are not the limit.
-        assert!(!before.cpu_bound(at(0, 20), 2, 2));
-        assert!(!before.cpu_bound(before, 1, 2), "no time passed");
+        assert!(!before.cpu_bound(at(0, 20), 2));
+        assert!(!before.cpu_bound(before, 1), "no time passed");
     }
 
     #[test]
