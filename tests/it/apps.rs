@@ -596,6 +596,22 @@ fn body(v: &serde_json::Value) -> String {
     v["body"].as_str().unwrap().to_owned()
 }
 
+/// Calls `f` until its answer's body starts with `prefix` (an edit picked up), and returns it.
+async fn answer_starting_with(f: &LambdaFunction, prefix: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let b = body(&call(f, json!({})).await.unwrap());
+        if b.starts_with(prefix) {
+            return b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer starting with {prefix:?}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_handlers_load_like_lambda() {
     let root = fixtures();
@@ -861,18 +877,45 @@ async fn edits_send_new_invocations_to_fresh_processes() {
     )
     .unwrap();
     // The change is noticed within the watch interval; wait for the new code to answer.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let second = loop {
-        let b = body(&call(&f[0], json!({})).await.unwrap());
-        if b.starts_with("v2 ") {
-            break b;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the edit is picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = answer_starting_with(&f[0], "v2 ").await;
+    assert_ne!(first[3..], second[3..], "a fresh process");
+    functions.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_lets_the_invocation_under_way_finish_then_the_process_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.js");
+    let code = |version: &str| {
+        format!(
+            "exports.handler = async (e) => {{\n\
+             await new Promise((r) => setTimeout(r, e.ms || 0));\n\
+             return {{ statusCode: 200, body: '{version} ' + process.pid }};\n}};\n"
+        )
     };
+    std::fs::write(&file, code("v1")).unwrap();
+    let mut s = spec("edited", dir.path().to_owned(), "nodejs20.x", "app.handler");
+    s.concurrency = 1;
+    s.watch_code = true;
+    let (functions, f) = start(vec![s]).await;
+    let first = body(&call(&f[0], json!({})).await.unwrap());
+    assert!(first.starts_with("v1 "), "{first}");
+
+    // A slow invocation is under way when the code changes.
+    let function = f[0].clone();
+    let slow = tokio::spawn(async move { call(&function, json!({"ms": 1500})).await });
+    let metrics = f[0].metrics().clone();
+    eventually("the slow call starts", || {
+        metrics.busy.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    std::fs::write(&file, code("v2")).unwrap();
+
+    // It finishes on the old process, not killed by the edit...
+    let slow = body(&slow.await.unwrap().unwrap());
+    assert_eq!(slow, first, "the invocation under way ends on its process");
+    // ...which then leaves: the next calls go to a fresh process with the new code.
+    let second = answer_starting_with(&f[0], "v2 ").await;
     assert_ne!(first[3..], second[3..], "a fresh process");
     functions.stop().await;
 }

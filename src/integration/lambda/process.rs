@@ -431,9 +431,6 @@ impl Supervisor {
     }
 
     async fn watch(&self, mut child: Child, generation: u64) -> Exit {
-        let mut deadlines = self.env.deadlines();
-        let mut idle = self.env.deadlines();
-        let mut busy = self.env.deadlines();
         let spec = &self.env.function.spec;
         let idle_timeout = spec.idle_timeout.unwrap_or(Duration::MAX);
         let exit = tokio::select! {
@@ -443,13 +440,13 @@ impl Supervisor {
                 Ok(status) => Exit::Exited(status),
                 Err(error) => Exit::SpawnFailed(format!("cannot wait for the process: {error}")),
             },
-            _ = self.idle_for(&mut idle, idle_timeout), if spec.idle_timeout.is_some() => Exit::Idle,
-            _ = self.stale_and_idle(generation, &mut busy), if spec.watch_code => Exit::Reload,
+            _ = self.idle_for(idle_timeout), if spec.idle_timeout.is_some() => Exit::Idle,
+            _ = self.stale_and_idle(generation), if spec.watch_code => Exit::Reload,
             _ = self.stop.cancelled() => {
                 terminate(&mut child).await;
                 return Exit::Stopped;
             }
-            _ = deadline_passed(&mut deadlines) => Exit::TimedOut,
+            _ = self.deadline_passed() => Exit::TimedOut,
             error = self.init_failed() => Exit::InitError(error),
         };
         // Whatever happened, nothing of this process may survive it (a `bootstrap` script's
@@ -460,50 +457,62 @@ impl Supervisor {
 
     /// Completes when the code changed since `generation` and the process holds no
     /// invocation (it finishes the one it holds first).
-    async fn stale_and_idle(
-        &self,
-        generation: u64,
-        busy: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
-    ) {
+    async fn stale_and_idle(&self, generation: u64) {
         let function = &self.env.function;
         loop {
             let notified = function.code_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let idle = self.env.went_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
             let changed = function.code_generation.load(Ordering::SeqCst) != generation;
-            if changed && busy.borrow_and_update().is_none() && self.env.retire_if_idle() {
+            if changed && self.env.retire_if_idle() {
                 return;
             }
             tokio::select! {
                 _ = &mut notified => {}
-                changed = busy.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                _ = &mut idle, if changed => {}
             }
         }
     }
 
     /// Completes when the process, past its init, has held no invocation for `timeout`; it
-    /// is then retired (a job handed to it meanwhile goes back into the queue).
-    async fn idle_for(
-        &self,
-        current: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
-        timeout: Duration,
-    ) {
+    /// is then retired (a job handed to it meanwhile goes back into the queue). It sleeps until
+    /// that time as it stands and looks again then: a busy environment's invocations do not
+    /// wake it.
+    async fn idle_for(&self, timeout: Duration) {
         loop {
-            let busy = current.borrow_and_update().is_some();
-            if busy {
-                if current.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+            let at = self.env.idle_until(timeout);
+            let now = tokio::time::Instant::now();
+            if at <= now {
+                if self.env.polled.load(Ordering::SeqCst) && self.env.retire_if_idle() {
+                    return;
                 }
-                continue;
+                // Still in its init, or an invocation came meanwhile.
+                tokio::time::sleep(timeout).await;
+            } else {
+                tokio::time::sleep_until(at).await;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {
-                    if self.env.polled.load(Ordering::SeqCst) && self.env.retire_if_idle() {
-                        return;
-                    }
-                }
-                _ = self.env.waiting_again.notified() => {}
-                changed = current.changed() => if changed.is_err() { std::future::pending::<()>().await },
+        }
+    }
+
+    /// Completes when the current invocation's deadline passes. It sleeps until the deadline
+    /// of the invocation it sees and looks again then; a later invocation (with a later
+    /// deadline) does not wake it, only one handed out while it waits for one or one whose
+    /// deadline is earlier (`Environment::hand_out`).
+    async fn deadline_passed(&self) {
+        loop {
+            let handed_out = self.env.handed_out.notified();
+            tokio::pin!(handed_out);
+            handed_out.as_mut().enable();
+            match self.env.watch_deadline() {
+                Some(at) if at <= tokio::time::Instant::now() => return,
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = &mut handed_out => {}
+                },
+                None => handed_out.await,
             }
         }
     }
@@ -547,26 +556,6 @@ impl Supervisor {
 fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(10);
     (FIRST_BACKOFF * factor).min(MAX_BACKOFF)
-}
-
-/// Completes when the current invocation's deadline passes.
-async fn deadline_passed(
-    deadlines: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
-) {
-    loop {
-        let deadline = *deadlines.borrow_and_update();
-        match deadline {
-            Some(at) => tokio::select! {
-                _ = tokio::time::sleep_until(at) => return,
-                changed = deadlines.changed() => if changed.is_err() { std::future::pending::<()>().await },
-            },
-            None => {
-                if deadlines.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
 }
 
 /// SIGTERM to the process group, SIGKILL after a grace period.

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, LambdaFunction};
@@ -36,6 +36,7 @@ pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 struct Current {
     request_id: String,
     reply: tokio::sync::oneshot::Sender<Result<bytes::Bytes, CallError>>,
+    deadline: tokio::time::Instant,
 }
 
 struct Slot {
@@ -47,6 +48,12 @@ struct Slot {
     token: CancellationToken,
     /// When the current process was started (its cold start ends at its first `next`).
     began: tokio::time::Instant,
+    /// When the current process last asked for an invocation (or started): its idle time
+    /// counts from there while it holds none.
+    idle_since: tokio::time::Instant,
+    /// The deadline the supervisor sleeps until before it looks at the current invocation
+    /// again (`None`: it waits for one to be handed out).
+    watched: Option<tokio::time::Instant>,
 }
 
 /// One environment: what its Runtime API and its supervisor share.
@@ -54,8 +61,13 @@ pub struct Environment {
     pub(super) function: Arc<LambdaFunction>,
     pub(super) index: usize,
     slot: Mutex<Slot>,
-    /// The current invocation's deadline, watched by the supervisor.
-    deadline: watch::Sender<Option<tokio::time::Instant>>,
+    /// Woken when an invocation is handed out whose deadline the supervisor would not wake up
+    /// for (`Slot::watched`): not on every invocation, so a busy environment's supervisor
+    /// sleeps through them.
+    pub(super) handed_out: Notify,
+    /// Woken when the current invocation ends (answered, abandoned, its process gone); only a
+    /// supervisor waiting to reload the code listens.
+    pub(super) went_idle: Notify,
     /// Whether the current process asked for an invocation (it got through its init).
     pub(super) polled: AtomicBool,
     /// Whether the current process answered an invocation (response or function error).
@@ -68,8 +80,6 @@ pub struct Environment {
     pub(super) starting: AtomicBool,
     /// The function's code generation the current process started with.
     pub(super) code_generation: AtomicU64,
-    /// Woken each time the process asks for an invocation (its idle time starts over).
-    pub(super) waiting_again: Notify,
 }
 
 impl std::fmt::Debug for Environment {
@@ -92,15 +102,17 @@ impl Environment {
                 current: None,
                 token: CancellationToken::new(),
                 began: tokio::time::Instant::now(),
+                idle_since: tokio::time::Instant::now(),
+                watched: None,
             }),
-            deadline: watch::Sender::new(None),
+            handed_out: Notify::new(),
+            went_idle: Notify::new(),
             polled: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             init_error: Mutex::new(None),
             init_failed: Notify::new(),
             starting: AtomicBool::new(false),
             code_generation: AtomicU64::new(0),
-            waiting_again: Notify::new(),
         }
     }
 
@@ -115,6 +127,7 @@ impl Environment {
             let mut slot = self.slot();
             slot.token = token.clone();
             slot.began = tokio::time::Instant::now();
+            slot.idle_since = slot.began;
         }
         self.polled.store(false, Ordering::SeqCst);
         self.answered.store(false, Ordering::SeqCst);
@@ -131,7 +144,6 @@ impl Environment {
             slot.token.cancel();
             self.finish(&mut slot)
         };
-        self.deadline.send_replace(None);
         if self.polled.swap(false, Ordering::SeqCst) {
             self.function.metrics.warm.fetch_sub(1, Ordering::SeqCst);
         }
@@ -147,6 +159,7 @@ impl Environment {
         let current = slot.current.take();
         if current.is_some() {
             self.function.metrics.busy.fetch_sub(1, Ordering::Relaxed);
+            self.went_idle.notify_waiters();
         }
         current
     }
@@ -156,9 +169,23 @@ impl Environment {
         self.slot().current.as_ref().map(|c| c.request_id.clone())
     }
 
-    /// The current invocation's deadline changes.
-    pub(super) fn deadlines(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
-        self.deadline.subscribe()
+    /// The current invocation's deadline, which the supervisor now sleeps until (`None`: it
+    /// holds none, and the supervisor waits for `handed_out`).
+    pub(super) fn watch_deadline(&self) -> Option<tokio::time::Instant> {
+        let mut slot = self.slot();
+        slot.watched = slot.current.as_ref().map(|c| c.deadline);
+        slot.watched
+    }
+
+    /// When the current process has been idle for `timeout`, as it stands: it holds no
+    /// invocation and asked for none since then. A busy process is `timeout` from now at the
+    /// earliest.
+    pub(super) fn idle_until(&self, timeout: std::time::Duration) -> tokio::time::Instant {
+        let slot = self.slot();
+        match slot.current {
+            Some(_) => tokio::time::Instant::now() + timeout,
+            None => slot.idle_since + timeout,
+        }
     }
 
     /// The current process no longer counts as starting (it asked for work, or it ended).
@@ -210,13 +237,20 @@ impl Environment {
         let previous = slot.current.replace(Current {
             request_id: job.request_id,
             reply: job.reply,
+            deadline: job.deadline,
         });
         // A runtime asking twice at once loses the first invocation (its caller is told the
         // function stopped); the process stays busy once.
         if previous.is_none() {
             metrics.busy.fetch_add(1, Ordering::Relaxed);
         }
-        self.deadline.send_replace(Some(job.deadline));
+        // Invocations leave the queue in the order they entered it with the same timeout, so
+        // a later one's deadline is later: the supervisor, asleep until an earlier one's, looks
+        // again in time. Only one it is not asleep for (it waits for one, or the job was put
+        // back into the queue) wakes it.
+        if slot.watched.is_none_or(|watched| job.deadline < watched) {
+            self.handed_out.notify_waiters();
+        }
         Some(job.payload)
     }
 
@@ -224,7 +258,6 @@ impl Environment {
     fn take(&self, id: &str) -> Option<Current> {
         let mut slot = self.slot();
         if slot.current.as_ref().is_some_and(|c| c.request_id == id) {
-            self.deadline.send_replace(None);
             self.finish(&mut slot)
         } else {
             None
@@ -292,10 +325,11 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
     let (generation, token, began, abandoned) = {
         let mut slot = env.slot();
         let abandoned = env.finish(&mut slot);
+        // Waiting starts the idle clock over.
+        slot.idle_since = tokio::time::Instant::now();
         (slot.generation, slot.token.clone(), slot.began, abandoned)
     };
     if let Some(abandoned) = abandoned {
-        env.deadline.send_replace(None);
         let _ = abandoned.reply.send(Err(CallError::Failed(format!(
             "the runtime asked for the next invocation without answering {}",
             abandoned.request_id
@@ -313,8 +347,6 @@ async fn next(State(env): State<Arc<Environment>>) -> Response {
     }
     let waiting = Waiting::new(&env.function.waiting);
     env.started();
-    // Waiting starts the idle clock over.
-    env.waiting_again.notify_waiters();
     let stopped = || {
         lambda_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -481,7 +513,82 @@ async fn init_error(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::integration::lambda::FunctionSpec;
+
+    fn job(
+        id: &str,
+        deadline: Instant,
+    ) -> (
+        Job,
+        tokio::sync::oneshot::Receiver<Result<Bytes, CallError>>,
+    ) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            request_id: id.to_owned(),
+            payload: Bytes::from_static(b"{}"),
+            deadline,
+            deadline_ms: 0,
+            trace_id: String::new(),
+            reply,
+        };
+        (job, answer)
+    }
+
+    #[tokio::test]
+    async fn the_supervisor_wakes_only_for_a_deadline_it_does_not_sleep_until() {
+        let function = Arc::new(LambdaFunction::new(FunctionSpec {
+            name: "f".into(),
+            command: Vec::new(),
+            env: Default::default(),
+            handler: String::new(),
+            task_root: ".".into(),
+            concurrency: 1,
+            memory_size_mb: 128,
+            timeout: Duration::from_secs(30),
+            queue_size: 4,
+            region: "eu-west-1".into(),
+            account_id: "123456789012".into(),
+            runtime: None,
+            idle_timeout: None,
+            watch_code: false,
+        }));
+        let env = Environment::new(function, 0);
+        env.begin(&CancellationToken::new());
+        let generation = env.slot().generation;
+        let now = Instant::now();
+        let woken = |env: &Environment, job: Job| {
+            let mut handed_out = Box::pin(env.handed_out.notified());
+            handed_out.as_mut().enable();
+            assert!(env.hand_out(job, generation).is_some());
+            handed_out.now_or_never().is_some()
+        };
+
+        // Waiting for an invocation (nothing watched yet): the first one wakes it.
+        assert_eq!(env.watch_deadline(), None);
+        let (a, _a) = job("a", now + Duration::from_secs(10));
+        assert!(woken(&env, a));
+        assert_eq!(env.watch_deadline(), Some(now + Duration::from_secs(10)));
+        assert!(env.take("a").is_some());
+        // A later deadline: it sleeps on, and finds this one when it wakes.
+        let (b, _b) = job("b", now + Duration::from_secs(20));
+        assert!(!woken(&env, b));
+        assert_eq!(env.watch_deadline(), Some(now + Duration::from_secs(20)));
+        assert!(env.take("b").is_some());
+        // An earlier one (a job put back into the queue) wakes it.
+        let (c, _c) = job("c", now + Duration::from_secs(5));
+        assert!(woken(&env, c));
+        // Idle from the last `next`; busy, from now at the earliest.
+        let timeout = Duration::from_secs(60);
+        assert!(env.idle_until(timeout) >= Instant::now() + timeout - Duration::from_millis(1));
+        assert!(env.take("c").is_some());
+        assert!(env.idle_until(timeout) <= now + timeout);
+    }
 
     #[test]
     fn function_errors_are_read_like_lambda() {
