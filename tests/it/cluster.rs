@@ -23,6 +23,28 @@ fn url_for(server: &TestServer, id: &str) -> String {
     )
 }
 
+/// Waits until a POST of `body` to `id` through `server`'s `@connections` answers `status`
+/// (a 410 delivers nothing; a 200 delivers once).
+async fn eventually_posts(
+    http: &reqwest::Client,
+    server: &TestServer,
+    id: &str,
+    body: &'static str,
+    status: u16,
+    limit: Duration,
+) {
+    eventually(limit, || async {
+        http.post(url_for(server, id))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == status
+    })
+    .await;
+}
+
 async fn nodes(redis: &RedisServer) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for name in ["node-a", "node-b", "node-c"] {
@@ -42,13 +64,9 @@ async fn any_node_answers_for_any_connection() {
     let id = client.chat_id().await;
     let http = reqwest::Client::new();
 
-    let r = http
-        .post(url_for(&nodes[1], &id))
-        .body("via node b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // Known to the other nodes once its node has written it to Redis (behind the handshake):
+    // a 410 until then delivers nothing, the first 200 delivers once.
+    eventually_posts(&http, &nodes[1], &id, "via node b", 200, WAIT).await;
     assert_eq!(client.recv().await, "via node b");
 
     let r = http.get(url_for(&nodes[2], &id)).send().await.unwrap();
@@ -61,16 +79,7 @@ async fn any_node_answers_for_any_connection() {
     assert_eq!(client.expect_close().await.0, 1000);
     // Gone everywhere once the connection's node has let it go.
     for node in &nodes {
-        eventually(WAIT, || async {
-            http.post(url_for(node, &id))
-                .body("x")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 410
-        })
-        .await;
+        eventually_posts(&http, node, &id, "x", 410, WAIT).await;
     }
     // Unknown ids are gone on every node without waiting for anyone.
     let r = http
@@ -104,28 +113,14 @@ async fn connections_of_a_killed_node_answer_410_within_the_heartbeat_ttl() {
     let mut client = Client::connect(&format!("ws://{addr}/dev")).await;
     let id = client.chat_id().await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(url_for(&survivor, &id))
-        .body("before")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // Known to the survivor once the doomed node has written it to Redis.
+    eventually_posts(&http, &survivor, &id, "before", 200, WAIT).await;
     assert_eq!(client.recv().await, "before");
 
     doomed.start_kill().unwrap();
     doomed.wait().await.unwrap();
     let died = Instant::now();
-    eventually(Duration::from_secs(10), || async {
-        http.post(url_for(&survivor, &id))
-            .body("after")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 410
-    })
-    .await;
+    eventually_posts(&http, &survivor, &id, "after", 410, Duration::from_secs(10)).await;
     assert!(
         died.elapsed() <= Duration::from_secs(4),
         "{:?}",
@@ -176,16 +171,7 @@ async fn nodes_survive_a_redis_restart() {
     })
     .await;
     let http = reqwest::Client::new();
-    eventually(WAIT, || async {
-        http.post(url_for(&b, &id))
-            .body("back")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
-    .await;
+    eventually_posts(&http, &b, &id, "back", 200, WAIT).await;
     assert_eq!(client.recv().await, "back");
 }
 
