@@ -596,6 +596,21 @@ fn body(v: &serde_json::Value) -> String {
     v["body"].as_str().unwrap().to_owned()
 }
 
+/// Calls `f` (the `app.slow` fixture) `n` times at once, each call `ms` long; the process ids
+/// that answered.
+async fn pids_answering(
+    f: &LambdaFunction,
+    n: usize,
+    ms: u64,
+) -> std::collections::BTreeSet<String> {
+    let calls: Vec<_> = (0..n).map(|_| call(f, json!({ "ms": ms }))).collect();
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| body(&r.unwrap()))
+        .collect()
+}
+
 /// Calls `f` until its answer's body starts with `prefix` (an edit picked up), and returns it.
 async fn answer_starting_with(f: &LambdaFunction, prefix: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -812,25 +827,16 @@ async fn environments_start_on_demand_up_to_reserved_concurrency_and_idle_out() 
     );
 
     // Five calls at once: at most three environments, each a cold start.
-    let calls: Vec<_> = (0..5).map(|_| call(slow, json!({"ms": 400}))).collect();
-    let pids: std::collections::BTreeSet<String> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| body(&r.unwrap()))
-        .collect();
+    let pids = pids_answering(slow, 5, 400).await;
     let started = metrics.cold_starts.load(Ordering::SeqCst);
     assert!(pids.len() >= 2 && pids.len() <= 3, "{pids:?}");
     assert_eq!(started as usize, pids.len(), "{pids:?}");
 
     // Idle environments stop; the next call is a cold start again.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metrics.environments.load(Ordering::SeqCst) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "idle environments stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("idle environments stop", || {
+        metrics.environments.load(Ordering::SeqCst) == 0
+    })
+    .await;
     call(slow, json!({"ms": 1})).await.unwrap();
     assert_eq!(metrics.cold_starts.load(Ordering::SeqCst), started + 1);
     functions.stop().await;
@@ -846,12 +852,7 @@ async fn a_burst_that_a_warm_environment_clears_starts_no_other() {
     call(quick, json!({"ms": 1})).await.unwrap();
     // Ten quick calls at once: the warm process answers them all well within a cold start
     // (the delay before another environment starts), so none starts.
-    let calls: Vec<_> = (0..10).map(|_| call(quick, json!({"ms": 1}))).collect();
-    let pids: std::collections::BTreeSet<String> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| body(&r.unwrap()))
-        .collect();
+    let pids = pids_answering(quick, 10, 1).await;
     assert_eq!(pids.len(), 1, "{pids:?}");
     assert_eq!(quick.metrics().cold_starts.load(Ordering::SeqCst), 1);
     functions.stop().await;

@@ -387,7 +387,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn spec(queue_size: usize) -> FunctionSpec {
+    pub(super) fn spec(queue_size: usize) -> FunctionSpec {
         FunctionSpec {
             name: "f".into(),
             command: vec!["true".into()],

@@ -329,22 +329,19 @@ impl Supervisor {
             let notified = function.demand.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if function.unserved() == 0 {
+            let running = function.metrics.warm.load(Ordering::SeqCst) > 0
+                || function.starting.load(Ordering::SeqCst) > 0;
+            // Nothing waits that no process is free to take, or the first cold start is under
+            // way (it tells how long one takes): wait for that to change.
+            if function.unserved() == 0
+                || (running && function.cold_start_us.load(Ordering::SeqCst) == 0)
+            {
                 tokio::select! {
                     _ = &mut notified => continue,
                     _ = self.stop.cancelled() => return false,
                 }
             }
-            let running = function.metrics.warm.load(Ordering::SeqCst) > 0
-                || function.starting.load(Ordering::SeqCst) > 0;
             if running {
-                if function.cold_start_us.load(Ordering::SeqCst) == 0 {
-                    // The first cold start is under way: it tells how long one takes.
-                    tokio::select! {
-                        _ = &mut notified => continue,
-                        _ = self.stop.cancelled() => return false,
-                    }
-                }
                 let waiting = function.enqueued.load(Ordering::SeqCst);
                 let cpu = CpuTimes::read(function);
                 tokio::select! {

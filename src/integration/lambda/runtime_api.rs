@@ -519,7 +519,6 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::integration::lambda::FunctionSpec;
 
     fn job(
         id: &str,
@@ -542,22 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_supervisor_wakes_only_for_a_deadline_it_does_not_sleep_until() {
-        let function = Arc::new(LambdaFunction::new(FunctionSpec {
-            name: "f".into(),
-            command: Vec::new(),
-            env: Default::default(),
-            handler: String::new(),
-            task_root: ".".into(),
-            concurrency: 1,
-            memory_size_mb: 128,
-            timeout: Duration::from_secs(30),
-            queue_size: 4,
-            region: "eu-west-1".into(),
-            account_id: "123456789012".into(),
-            runtime: None,
-            idle_timeout: None,
-            watch_code: false,
-        }));
+        let function = Arc::new(LambdaFunction::new(super::super::tests::spec(4)));
         let env = Environment::new(function, 0);
         env.begin(&CancellationToken::new());
         let generation = env.slot().generation;
