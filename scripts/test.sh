@@ -76,10 +76,21 @@ for lock in examples/apps/*/package-lock.json examples/apps/*/*/package-lock.jso
 done
 
 log "running the tests"
+# Then the gateway's and the chat's tests again with connections on two worker threads
+# (`workers`), except the two that run on tokio's paused clock, which one runtime owns.
+worker_areas='articles bad_input chat gateway inspector limits management observability shutdown tls'
+paused='idle_connections_close_with_1001 the_lifetime_limit_closes_with_1001'
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
+  log "running the gateway's and the chat's tests with connections on worker threads"
+  SWITCHBOARD_TEST_WORKERS=2 cargo nextest run --test it --no-fail-fast -E \
+    "test(/^(${worker_areas// /|})::/) and not test(/${paused// /|}/)"
 else
   cargo test --workspace --no-fail-fast
+  log "running the gateway's and the chat's tests with connections on worker threads"
+  skips=(); for t in $paused; do skips+=(--skip "$t"); done
+  # shellcheck disable=SC2086 # one filter per area
+  SWITCHBOARD_TEST_WORKERS=2 cargo test --test it --no-fail-fast -- ${worker_areas// /:: }:: "${skips[@]}"
 fi
 if [ "$fuzz_status" -ne 0 ]; then
   echo "error: fuzzing found a crash (see above)" >&2

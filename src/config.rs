@@ -173,6 +173,9 @@ pub struct Config {
     pub dynamodb: DynamoDbConfig,
     /// The inspector's page and stream (`/_switchboard/`).
     pub inspector: InspectorSection,
+    /// Worker threads that each accept and drive their own connections (see
+    /// `docs/configuration.md`, "Worker threads"); 0: connections share the process's runtime.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -191,6 +194,7 @@ impl Default for Config {
             api: ApiDefinition::default(),
             dynamodb: DynamoDbConfig::default(),
             inspector: InspectorSection::default(),
+            workers: 0,
         }
     }
 }
@@ -242,6 +246,9 @@ impl Config {
         }
         if let Some(secs) = file.drain_timeout_secs {
             config.drain_timeout = Duration::from_secs(secs);
+        }
+        if let Some(workers) = file.workers {
+            config.workers = workers;
         }
         // Flags win over the file.
         if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
@@ -295,6 +302,9 @@ impl Config {
         if let Some(v) = settings.drain_timeout_secs {
             config.drain_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = settings.workers {
+            config.workers = v;
+        }
         if let Some(region) = &settings.region {
             config.api.region = region.clone();
         }
@@ -308,6 +318,12 @@ impl Config {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_stage(&self.stage)?;
+        if self.workers > crate::workers::MAX_WORKERS {
+            return Err(ConfigError::Invalid {
+                key: "workers".into(),
+                reason: format!("at most {}", crate::workers::MAX_WORKERS),
+            });
+        }
         self.limits.validate()?;
         self.chat.validate()?;
         self.dynamodb.validate()?;
@@ -349,6 +365,8 @@ pub struct FileConfig {
     pub app: Option<BuiltinApp>,
     /// Seconds a graceful shutdown waits.
     pub drain_timeout_secs: Option<u64>,
+    /// Worker threads that own connections; 0: none.
+    pub workers: Option<usize>,
     /// Limits; keys left out keep their defaults.
     #[serde(default)]
     pub limits: Limits,
@@ -599,6 +617,10 @@ pub struct Settings {
     /// Seconds a graceful shutdown waits for connections to close [default: 10].
     #[arg(long)]
     pub drain_timeout_secs: Option<u64>,
+    /// Worker threads that each accept and drive their own connections, at most 64; 0:
+    /// connections share the process's runtime [default: 0].
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Join a cluster: the Redis (or Valkey) URL shared by every node.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,

@@ -34,8 +34,8 @@ use crate::management::{self, AwsError, Target};
 pub(crate) struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
-    /// The listener's address.
-    pub local: SocketAddr,
+    /// The listener's port.
+    pub local_port: u16,
     /// `http` or `https`.
     pub proto: &'static str,
 }
@@ -169,7 +169,7 @@ fn head_of(request: &Request) -> RequestHead {
 async fn upgrade(gw: Arc<Gateway>, info: ConnInfo, mut request: Request) -> Response {
     let head = head_of(&request);
     let accepted =
-        match handshake::accept(&gw, &head, 1, info.peer, info.local.port(), info.proto).await {
+        match handshake::accept(&gw, &head, 1, info.peer, info.local_port, info.proto).await {
             Ok(accepted) => accepted,
             Err(rejection) => {
                 gw.metrics.rejected(rejection.status);

@@ -12,6 +12,20 @@ use base64::engine::general_purpose::URL_SAFE;
 /// Length of an id in characters.
 pub(crate) const ID_LEN: usize = 16;
 
+/// URL-safe base64's alphabet, in value order.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Each byte's value in [`ALPHABET`] (0 for bytes outside it, which no id holds).
+const LEAD: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// An API Gateway id: 16 ASCII characters, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id([u8; ID_LEN]);
@@ -26,6 +40,20 @@ impl Id {
             .expect("11 bytes encode to 16 characters");
         debug_assert_eq!(written, ID_LEN);
         Id(out)
+    }
+
+    /// A new random id whose first character's value is `lead` (below 64): the first
+    /// character carries six random bits of the id, so any value keeps the id well formed.
+    /// How a worker makes ids that name it ([`crate::workers`]).
+    pub(crate) fn random_with_lead(lead: u8) -> Self {
+        let mut id = Id::random();
+        id.0[0] = ALPHABET[usize::from(lead & 63)];
+        id
+    }
+
+    /// The value (0 to 63) of the id's first character.
+    pub(crate) fn lead(&self) -> u8 {
+        LEAD[usize::from(self.0[0])]
     }
 
     /// Parses an id, accepting only the exact AWS shape.
@@ -85,6 +113,15 @@ pub struct InvalidId;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_made_with_a_lead_keeps_it_and_the_aws_shape() {
+        for lead in 0..64 {
+            let id = Id::random_with_lead(lead);
+            assert_eq!(id.lead(), lead);
+            assert_eq!(Id::parse(id.as_str()), Some(id));
+        }
+    }
 
     #[test]
     fn random_ids_have_the_aws_shape() {

@@ -27,6 +27,7 @@ mod sigv4;
 pub mod template;
 mod time;
 mod tls;
+mod workers;
 
 pub use config::Config;
 pub use http::router;

@@ -25,6 +25,7 @@ use crate::inspector::{self, Caller, Inspector, Kind};
 use crate::metrics::Metrics;
 use crate::sigv4::{Credential, Verifier};
 use crate::time;
+use crate::workers::Lanes;
 
 /// The management interface: post to, describe and close connections by id.
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub struct ManagementApi {
     inspector: Arc<Inspector>,
     /// Where posts that must await another node are finished when the caller does not wait.
     runtime: Option<tokio::runtime::Handle>,
+    /// With worker threads: where [`post_frame_queued`](Self::post_frame_queued) gathers.
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl std::fmt::Debug for ManagementApi {
@@ -67,7 +70,19 @@ impl ManagementApi {
             metrics: Arc::default(),
             inspector: Arc::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            lanes: None,
         }
+    }
+
+    /// Hands [`post_frame_queued`](Self::post_frame_queued)'s posts to worker threads.
+    pub(crate) fn with_lanes(mut self, lanes: Arc<Lanes>) -> Self {
+        self.lanes = Some(lanes);
+        self
+    }
+
+    /// The worker threads' lanes, when connections run on workers.
+    pub(crate) fn lanes(&self) -> Option<&Arc<Lanes>> {
+        self.lanes.as_ref()
     }
 
     /// Counts outbox overflows into the gateway's counters (here, where every push passes);
@@ -206,6 +221,30 @@ impl ManagementApi {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Posts an encoded frame from a thread outside the runtime that posts to many
+    /// connections in an order they must see (the chat's store thread). With worker threads
+    /// the post is queued for the connection's worker and handed over by
+    /// [`flush_queued`](Self::flush_queued), and answers `Ok`: a connection found gone is
+    /// reported to the lanes' [`on_gone`](Lanes::on_gone) instead. Without, it is
+    /// [`post_frame_detached`](Self::post_frame_detached).
+    pub(crate) fn post_frame_queued(&self, id: &Id, frame: &OutFrame) -> Result<(), ManageError> {
+        match &self.lanes {
+            Some(lanes) => {
+                lanes.queue(*id, frame);
+                Ok(())
+            }
+            None => self.post_frame_detached(id, frame),
+        }
+    }
+
+    /// Hands the posts [`post_frame_queued`](Self::post_frame_queued) gathered to their
+    /// workers, waiting while a worker is a whole lane behind.
+    pub(crate) fn flush_queued(&self) {
+        if let Some(lanes) = &self.lanes {
+            lanes.flush();
         }
     }
 

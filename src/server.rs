@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiError, keys};
 use crate::apps::chat::cluster::{ClusterPresence, RedisChatStore, connect_chat};
@@ -39,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::selection::SelectionExpression;
 use crate::sigv4::Credential;
 use crate::tls::{LocalCa, TlsError, TlsFiles};
+use crate::workers::{Lanes, Workers};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,8 @@ pub struct Server {
     /// the listener then answers both plain and TLS connections (told apart by their first
     /// byte), and functions trust the authority.
     local_ca: Option<Arc<LocalCa>>,
+    /// With worker threads (`workers` > 0): the lanes the management API hands them posts on.
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -176,13 +180,17 @@ impl Server {
             None => Arc::new(LocalRegistry::new()),
         };
         let metrics = Arc::new(Metrics::default());
-        let management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
+        let lanes = (config.workers > 0).then(|| Arc::new(Lanes::new(config.workers)));
+        let mut management = ManagementApi::new(registry.clone(), config.limits.max_message_bytes)
             .with_credentials(config.management_credentials.clone())
             .counting_into(metrics.clone())
             .inspected_by(Arc::new(Inspector::new(
                 config.inspector.enabled,
                 config.management_credentials.clone(),
             )));
+        if let Some(lanes) = &lanes {
+            management = management.with_lanes(lanes.clone());
+        }
         let api = build(management.clone(), cluster.as_ref())?;
         let api_context = ApiContext {
             api_id: config.api_id.clone(),
@@ -214,6 +222,7 @@ impl Server {
             dynamodb,
             dynamodb_config: config.dynamodb.clone(),
             local_ca: None,
+            lanes,
         })
     }
 
@@ -275,63 +284,43 @@ impl Server {
             let run = cluster.clone().run(gw.shutdown.clone(), self.drain_timeout);
             gw.tracker.spawn(run);
         }
-        let limit = Arc::new(Semaphore::new(connection_limit(gw.limits.max_connections)));
-        let admission = Admission::new(
-            gw.limits.max_connections_per_ip,
-            gw.limits.max_new_connections_per_sec,
-        );
-        tracing::info!(address = %listener.local_addr()?, stage = %gw.api_context.stage, "listening");
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let tls = self.tls.clone();
-                    let sniff = self.local_ca.is_some();
-                    let admitted = match limit.clone().try_acquire_owned() {
-                        Err(_) => Err((503, "The server is at its connection limit")),
-                        Ok(permit) => admission
-                            .admit(peer.ip())
-                            .map(|admitted| (permit, admitted))
-                            .map_err(Refusal::answer),
-                    };
-                    match admitted {
-                        Ok(places) => {
-                            let task = handle_socket(
-                                gw.clone(),
-                                router.clone(),
-                                (tls, sniff),
-                                stream,
-                                peer,
-                                places,
-                            );
-                            gw.tracker.spawn(task);
-                        }
-                        Err((status, message)) => {
-                            gw.metrics.rejected(status);
-                            tracing::debug!(%peer, status, message, "connection refused");
-                            // When plain and TLS share the listener, a refusal is plain.
-                            let tls = tls.filter(|_| !sniff);
-                            gw.tracker
-                                .spawn(refuse(gw.clone(), tls, stream, status, message));
-                        }
-                    }
-                }
-                Err(error) => {
-                    // Out of file descriptors or a similar transient condition: back off.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
+        let acceptor = Arc::new(Acceptor {
+            gw: gw.clone(),
+            router,
+            tls: self.tls.clone(),
+            sniff: self.local_ca.is_some(),
+            limit: Arc::new(Semaphore::new(connection_limit(gw.limits.max_connections))),
+            admission: Admission::new(
+                gw.limits.max_connections_per_ip,
+                gw.limits.max_new_connections_per_sec,
+            ),
+        });
+        let workers = self.lanes.as_ref().map_or(0, |lanes| lanes.workers());
+        tracing::info!(address = %listener.local_addr()?, stage = %gw.api_context.stage, workers, "listening");
+        let workers = match &self.lanes {
+            None => {
+                acceptor.accept_until(&listener, shutdown).await;
+                drop(listener);
+                None
             }
-        }
-        drop(listener);
+            Some(lanes) => {
+                // Each worker accepts from its own handle on the listener.
+                let listening = CancellationToken::new();
+                let stop = listening.clone();
+                let workers = Workers::start(
+                    lanes.clone(),
+                    listener.into_std()?,
+                    gw.management.clone(),
+                    move |listener| {
+                        let (acceptor, stop) = (acceptor.clone(), stop.clone());
+                        async move { acceptor.accept_until(&listener, stop.cancelled()).await }
+                    },
+                )?;
+                shutdown.await;
+                listening.cancel();
+                Some(workers)
+            }
+        };
         let open = gw.registry.local_count();
         tracing::info!(open, "shutting down: closing every connection with 1001");
         gw.begin_shutdown();
@@ -350,11 +339,87 @@ impl Server {
         if let Some(chat) = &self.chat {
             chat.close().await;
         }
+        // After the chat: its last posts go through the workers.
+        if let Some(workers) = workers {
+            workers.stop().await;
+        }
         // After the functions: `$disconnect` handlers delete their connection's item.
         if let Some(tables) = &self.dynamodb {
             tables.stop().await;
         }
         Ok(())
+    }
+}
+
+/// What accepting a connection needs; shared by the worker threads.
+struct Acceptor {
+    gw: Arc<Gateway>,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    /// TLS and plain HTTP share the listener, told apart by the first byte.
+    sniff: bool,
+    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
+}
+
+impl Acceptor {
+    /// Accepts connections from `listener` until `stop` completes, each served by a task of
+    /// its own on the current runtime.
+    async fn accept_until(&self, listener: &TcpListener, stop: impl Future<Output = ()>) {
+        // Read once here, not from each connection's socket (a system call per connection).
+        let local_port = listener.local_addr().map_or(0, |local| local.port());
+        tokio::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.accepted(stream, (peer, local_port)),
+                Err(error) => {
+                    // Out of file descriptors or a similar transient condition: back off.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn accepted(&self, stream: TcpStream, (peer, local_port): (SocketAddr, u16)) {
+        let gw = &self.gw;
+        let admitted = match self.limit.clone().try_acquire_owned() {
+            Err(_) => Err((503, "The server is at its connection limit")),
+            Ok(permit) => self
+                .admission
+                .admit(peer.ip())
+                .map(|admitted| (permit, admitted))
+                .map_err(Refusal::answer),
+        };
+        match admitted {
+            Ok(places) => {
+                let task = handle_socket(
+                    gw.clone(),
+                    self.router.clone(),
+                    (self.tls.clone(), self.sniff),
+                    stream,
+                    (peer, local_port),
+                    places,
+                );
+                gw.tracker.spawn(task);
+            }
+            Err((status, message)) => {
+                gw.metrics.rejected(status);
+                tracing::debug!(%peer, status, message, "connection refused");
+                // When plain and TLS share the listener, a refusal is plain.
+                let tls = self.tls.clone().filter(|_| !self.sniff);
+                gw.tracker
+                    .spawn(refuse(gw.clone(), tls, stream, status, message));
+            }
+        }
     }
 }
 
@@ -519,12 +584,9 @@ async fn handle_socket(
     router: Router,
     (tls, sniff): (Option<TlsAcceptor>, bool),
     stream: TcpStream,
-    peer: SocketAddr,
+    (peer, local_port): (SocketAddr, u16),
     places: Places,
 ) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
     let _ = stream.set_nodelay(true);
     let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
     // With the local CA, TLS and plain HTTP share the listener: a TLS connection starts with
@@ -547,7 +609,7 @@ async fn handle_socket(
             stream,
             ConnInfo {
                 peer,
-                local,
+                local_port,
                 proto: "http",
             },
             places,
@@ -562,7 +624,7 @@ async fn handle_socket(
                 stream,
                 ConnInfo {
                     peer,
-                    local,
+                    local_port,
                     proto: "https",
                 },
                 places,
@@ -585,7 +647,11 @@ async fn serve_stream<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ConnInfo { peer, local, proto } = info;
+    let ConnInfo {
+        peer,
+        local_port,
+        proto,
+    } = info;
     let timeout = Duration::from_secs(gw.limits.handshake_timeout_secs);
     let read = tokio::select! {
         read = tokio::time::timeout(timeout, handshake::read_head(&mut stream)) => read,
@@ -604,7 +670,7 @@ async fn serve_stream<S>(
         }
     };
     if is_upgrade(&read.head) {
-        match handshake::accept(&gw, &read.head, read.version, peer, local.port(), proto).await {
+        match handshake::accept(&gw, &read.head, read.version, peer, local_port, proto).await {
             Ok(accepted) => {
                 if stream.write_all(&accepted.response()).await.is_err() {
                     tracing::debug!(%peer, "client left before the 101 was written");

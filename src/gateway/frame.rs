@@ -36,6 +36,11 @@ impl OutFrame {
         }
     }
 
+    /// Whether `other` is this very frame (a clone of it), not just equal bytes.
+    pub(crate) fn shares(&self, other: &OutFrame) -> bool {
+        self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
+    }
+
     /// A close frame. Reasons are cut to fit a control frame's 123 bytes.
     pub fn close(code: u16, reason: &str) -> Self {
         let mut cut = reason.len().min(123);

@@ -16,6 +16,7 @@ use crate::gateway::conn::Conn;
 use crate::gateway::{Gateway, call};
 use crate::ids::Id;
 use crate::time;
+use crate::workers;
 
 /// Largest request head accepted, in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -251,9 +252,10 @@ async fn connect(
     proto: &'static str,
 ) -> Result<(Arc<Conn>, Option<String>), Rejection> {
     let now = time::now_ms();
-    let mut connection_id = Id::random();
+    // On a worker thread, an id that names the worker (see `workers`).
+    let mut connection_id = workers::connection_id();
     while gw.registry.local(&connection_id).is_some() {
-        connection_id = Id::random();
+        connection_id = workers::connection_id();
     }
     let domain_name = head
         .header("host")

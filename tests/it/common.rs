@@ -54,6 +54,12 @@ impl TestServer {
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
         config.data_dir = data.path().to_owned();
+        // The whole suite can run with connections on worker threads.
+        if config.workers == 0
+            && let Ok(workers) = std::env::var("SWITCHBOARD_TEST_WORKERS")
+        {
+            config.workers = workers.parse().expect("SWITCHBOARD_TEST_WORKERS: a number");
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = make(config).unwrap();

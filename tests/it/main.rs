@@ -38,3 +38,4 @@ mod management;
 mod observability;
 mod shutdown;
 mod tls;
+mod workers;

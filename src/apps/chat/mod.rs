@@ -287,11 +287,9 @@ impl Integration for Chat {
     fn invoke(&self, event: &Event<'_>) -> Invocation {
         let id = event.connection_id();
         match event.route_key {
-            keys::CONNECT => self.engine.submit(
-                Command::Connect {
-                    id,
-                    connected_at_ms: event.connection.connected_at_ms,
-                },
+            keys::CONNECT => self.engine.connect(
+                id,
+                event.connection.connected_at_ms,
                 Response::with_body("Connected."),
             ),
             keys::DISCONNECT => {

@@ -66,6 +66,10 @@ pub trait Presence: Send + Sync + 'static {
     /// Sends `frame` to this node's plain clients, except those in `skip`.
     fn publish_plain_local(&self, frame: &OutFrame, skip: &[Id], gone: &mut Vec<Id>);
 
+    /// Of `ids`, which a worker thread found gone after a fan-out, those to take as gone
+    /// (into `gone`): the grace of [`GONE_GRACE_MS`] applies as to a fan-out's own 410s.
+    fn settle_gone(&self, ids: Vec<Id>, gone: &mut Vec<Id>);
+
     /// Shares this node's whole membership again with the other nodes (after the link
     /// between them was lost). Nothing to do for presence of one process.
     fn resync(&self) {}
@@ -132,6 +136,12 @@ impl State {
             .or_else(|| self.plain.get(id).copied())
     }
 
+    /// Whether a 410 for the connection may only mean that its handshake is not over.
+    fn is_young(&self, id: &Id, now_ms: i64) -> bool {
+        self.connected_at_ms(id)
+            .is_some_and(|at| now_ms - at < GONE_GRACE_MS)
+    }
+
     fn name(&self, id: Id) -> Name {
         self.connections
             .get(&id)
@@ -153,7 +163,7 @@ impl std::fmt::Debug for LocalPresence {
 
 impl LocalPresence {
     /// Presence that delivers through `management` (without waiting: see
-    /// [`ManagementApi::post_frame_detached`]).
+    /// [`ManagementApi::post_frame_queued`]).
     pub fn new(management: ManagementApi) -> Self {
         LocalPresence {
             management,
@@ -198,13 +208,10 @@ impl LocalPresence {
             if skip.contains(id) {
                 continue;
             }
-            match self.management.post_frame_detached(id, frame) {
+            match self.management.post_frame_queued(id, frame) {
                 Ok(()) => {}
                 Err(ManageError::Gone) => {
-                    let young = state
-                        .connected_at_ms(id)
-                        .is_some_and(|at| now - at < GONE_GRACE_MS);
-                    if !young {
+                    if !state.is_young(id, now) {
                         gone.push(*id);
                     }
                 }
@@ -342,6 +349,12 @@ impl Presence for LocalPresence {
         let state = self.state();
         self.post_each(&state, state.plain.keys(), frame, skip, gone);
     }
+
+    fn settle_gone(&self, ids: Vec<Id>, gone: &mut Vec<Id>) {
+        let state = self.state();
+        let now = time::now_ms();
+        gone.extend(ids.into_iter().filter(|id| !state.is_young(id, now)));
+    }
 }
 
 #[cfg(test)]
@@ -432,5 +445,9 @@ mod tests {
         p.publish_plain_local(&OutFrame::text(b"hi"), &[], &mut gone);
         assert_eq!(gone, [stale]);
         assert_eq!(live.queued_bytes(), 4);
+        // The same rule for the ids worker threads report after delivering queued posts.
+        let mut settled = Vec::new();
+        p.settle_gone(vec![young, stale], &mut settled);
+        assert_eq!(settled, [stale]);
     }
 }

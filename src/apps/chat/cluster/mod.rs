@@ -446,10 +446,11 @@ mod tests {
             ));
             let _ = self.registry.register(conn.clone());
             let id = conn.id();
-            self.submit(Command::Connect {
-                id,
-                connected_at_ms: crate::time::now_ms(),
-            });
+            let queued = self
+                .chat
+                .engine
+                .connect(id, crate::time::now_ms(), Response::ok());
+            assert!(matches!(queued, Deferred::Ready(Ok(_))), "{queued:?}");
             Client {
                 conn,
                 id,

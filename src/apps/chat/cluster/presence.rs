@@ -230,6 +230,10 @@ impl Presence for ClusterPresence {
         self.local.publish_plain_local(frame, skip, gone);
     }
 
+    fn settle_gone(&self, ids: Vec<Id>, gone: &mut Vec<Id>) {
+        self.local.settle_gone(ids, gone);
+    }
+
     fn resync(&self) {
         self.share(self.state(true));
     }
