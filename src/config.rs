@@ -174,7 +174,9 @@ pub struct Config {
     /// The inspector's page and stream (`/_switchboard/`).
     pub inspector: InspectorSection,
     /// Worker threads that each accept and drive their own connections (see
-    /// `docs/configuration.md`, "Worker threads"); 0: connections share the process's runtime.
+    /// `docs/operations.md`, "Worker threads"); 0: connections share the process's runtime.
+    /// [`Config::load`] (the binary, configuration files) defaults to [`default_workers`];
+    /// `Config::default()` to 0, for a program that runs the server on its own runtime.
     pub workers: usize,
 }
 
@@ -247,9 +249,7 @@ impl Config {
         if let Some(secs) = file.drain_timeout_secs {
             config.drain_timeout = Duration::from_secs(secs);
         }
-        if let Some(workers) = file.workers {
-            config.workers = workers;
-        }
+        config.workers = file.workers.unwrap_or_else(default_workers);
         // Flags win over the file.
         if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
             config.tls = Some(TlsFiles {
@@ -365,7 +365,7 @@ pub struct FileConfig {
     pub app: Option<BuiltinApp>,
     /// Seconds a graceful shutdown waits.
     pub drain_timeout_secs: Option<u64>,
-    /// Worker threads that own connections; 0: none.
+    /// Worker threads that own connections; 0: none; unset: one per core.
     pub workers: Option<usize>,
     /// Limits; keys left out keep their defaults.
     #[serde(default)]
@@ -618,7 +618,7 @@ pub struct Settings {
     #[arg(long)]
     pub drain_timeout_secs: Option<u64>,
     /// Worker threads that each accept and drive their own connections, at most 64; 0:
-    /// connections share the process's runtime [default: 0].
+    /// connections share the process's runtime [default: the number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
     /// Join a cluster: the Redis (or Valkey) URL shared by every node.
@@ -653,6 +653,14 @@ impl Settings {
         }
         Ok(overrides)
     }
+}
+
+/// The worker threads a server loaded from flags and files runs: one per core the process
+/// may use, at most [`crate::workers::MAX_WORKERS`].
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(crate::workers::MAX_WORKERS)
 }
 
 /// `{hostname}-{pid}`: unique among the processes of a cluster.
@@ -848,12 +856,18 @@ mod tests {
             "a flag wins over the file"
         );
         assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.workers, default_workers(), "one worker per core");
+        assert!(config.workers >= 1);
 
         let staged = Settings {
             stage: Some("dev2".into()),
+            workers: Some(0),
             ..settings
         };
-        assert_eq!(Config::load(&staged).unwrap().stage, "dev2");
+        let staged = Config::load(&staged).unwrap();
+        assert_eq!(staged.stage, "dev2");
+        assert_eq!(staged.workers, 0, "--workers 0: the shared runtime");
+        assert_eq!(Config::default().workers, 0, "a library user's runtime");
     }
 
     #[test]
