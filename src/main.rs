@@ -133,12 +133,13 @@ struct PostArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+    let command = match cli.command {
+        Command::Serve(args) => return serve(args),
+        command => command,
+    };
+    let runtime = shared_runtime(None)?;
+    match command {
+        Command::Serve(_) => unreachable!("served above"),
         Command::Check(args) => {
             init_logging(LogFormat::Text, "warn");
             check(&args)
@@ -259,7 +260,19 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The process's runtime: `threads` worker threads, or tokio's default (one per core).
+fn shared_runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
     let config = Config::load(&args.settings)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -268,10 +281,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let listener = switchboard::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    switchboard::run(listener, config, shutdown_signal()).await?;
-    Ok(())
+    // With worker threads the connections and their HTTP requests run on the workers; the
+    // shared runtime keeps only background work (Runtime APIs, sweeper, Redis links, tables),
+    // and a second thread of it would only contend with the workers for the cores
+    // (docs/operations.md, "Worker threads").
+    let runtime = shared_runtime((config.workers > 0).then_some(1))?;
+    runtime.block_on(async {
+        let listener = switchboard::bind(args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        switchboard::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -296,7 +296,9 @@ impl Server {
             ),
         });
         let workers = self.lanes.as_ref().map_or(0, |lanes| lanes.workers());
-        tracing::info!(address = %listener.local_addr()?, stage = %gw.api_context.stage, workers, "listening");
+        // The shared runtime's threads: with workers it only runs background work.
+        let shared_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(address = %listener.local_addr()?, stage = %gw.api_context.stage, workers, shared_threads, "listening");
         let workers = match &self.lanes {
             None => {
                 acceptor.accept_until(&listener, shutdown).await;

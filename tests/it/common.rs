@@ -374,6 +374,17 @@ pub async fn spawn_binary(
     data_dir: &std::path::Path,
     extra: &[&str],
 ) -> (tokio::process::Child, String, Log) {
+    let (child, listening, lines) = spawn_binary_listening(data_dir, extra).await;
+    let rest = listening.split("address=").nth(1).expect("the address");
+    let addr = rest.split_whitespace().next().unwrap().to_owned();
+    (child, addr, lines)
+}
+
+/// [`spawn_binary`], returning the whole `listening` log line instead of the address.
+pub async fn spawn_binary_listening(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, Log) {
     use tokio::io::AsyncBufReadExt;
     // Only the switchboard crate's tests build the binary; other crates share this module.
     let Some(binary) = option_env!("CARGO_BIN_EXE_switchboard") else {
@@ -389,17 +400,17 @@ pub async fn spawn_binary(
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
+    let listening = tokio::time::timeout(WAIT, async {
         loop {
             let line = lines.next_line().await.unwrap().expect("the server logs");
-            if let Some(rest) = line.split("address=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
+            if line.contains("address=") {
+                return line;
             }
         }
     })
     .await
     .expect("the server starts");
-    (child, addr, lines)
+    (child, listening, lines)
 }
 
 /// Keeps reading a spawned binary's log, so that it never blocks on a full pipe.

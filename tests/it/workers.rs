@@ -156,6 +156,26 @@ async fn broadcasts_and_management_posts_reach_connections_on_every_worker() {
     assert_eq!(r.status(), 410);
 }
 
+/// The binary's `listening` log line with `extra` serve arguments.
+async fn listening_line(extra: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    spawn_binary_listening(data.path(), extra).await.1
+}
+
+#[tokio::test]
+async fn with_workers_the_binary_keeps_one_shared_runtime_thread() {
+    // Background work only: a second thread would be woken beside the workers for nothing.
+    let line = listening_line(&["--workers", "2"]).await;
+    assert!(line.contains("workers=2 shared_threads=1"), "{line}");
+    // Without workers the shared runtime serves the connections on every core.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let line = listening_line(&["--workers", "0"]).await;
+    assert!(
+        line.contains(&format!("workers=0 shared_threads={cores}")),
+        "{line}"
+    );
+}
+
 #[test]
 fn more_workers_than_an_id_can_name_is_a_configuration_error() {
     let config = Config {
