@@ -4,8 +4,9 @@
 //! N threads each run a current-thread runtime that accepts from the listener, handshakes,
 //! and drives the connections it accepted. A connection never moves. Its id names its worker
 //! (the value of the id's first character, modulo N: [`owner`]), so any thread can tell the
-//! owner from the id alone, without a lookup. The management API, the sweeper, functions and
-//! tables stay on the shared runtime.
+//! owner from the id alone, without a lookup. HTTP requests, the management API's included,
+//! are served by the worker that accepted them; the sweeper, functions' Runtime APIs, cluster
+//! links and tables stay on the shared runtime.
 //!
 //! A thread outside the workers that fans out to many connections (the chat's store thread)
 //! does not push into every recipient's outbox itself. That would touch each recipient's
@@ -273,6 +274,37 @@ mod tests {
             }
         }
         WORKER.set(None);
+    }
+
+    #[test]
+    fn a_full_lane_makes_flush_wait_for_its_worker_and_drops_nothing() {
+        let lanes = Arc::new(Lanes::new(1));
+        let frame = OutFrame::text(b"x");
+        for _ in 0..LANE_BATCHES {
+            lanes.queue(Id::random_with_lead(0), &frame);
+            lanes.flush();
+        }
+        let mut rx = lanes.lanes[0].rx.lock().unwrap().take().unwrap();
+        let (flushed, done) = std::sync::mpsc::channel();
+        let last = Id::random_with_lead(0);
+        let flusher = {
+            let lanes = lanes.clone();
+            std::thread::spawn(move || {
+                lanes.queue(last, &frame);
+                lanes.flush();
+                flushed.send(()).unwrap();
+            })
+        };
+        // The lane is full: the flush cannot finish before the worker takes a batch.
+        assert!(done.try_recv().is_err());
+        let mut received = Vec::new();
+        while received.len() <= LANE_BATCHES {
+            received.push(rx.blocking_recv().expect("a batch"));
+        }
+        done.recv().expect("the flush finished once there was room");
+        flusher.join().unwrap();
+        assert!(received.iter().all(|batch| batch.len() == 1));
+        assert_eq!(received.last().unwrap()[0].1, vec![last], "kept, and last");
     }
 
     #[test]
