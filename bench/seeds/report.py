@@ -90,7 +90,7 @@ for clients in clients_list:
         best[(clients, server)] = med(per_round)
         best_fast[(clients, server)] = med(fast_per_round)
         own = "—"
-        if server == "switchboard":
+        if server.startswith("switchboard"):
             own = fmt(med([r["server_cpu_us_per_delivery"] for r in at_best]), 1)
         lines.append("| {:,} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             clients, NAMES.get(server, server), fmt(med(per_round)),
@@ -122,7 +122,7 @@ for clients in clients_list:
                 fmt(med([r["latency"]["p50_us"] / 1000 for r in rs]), 1),
                 fmt(med([r["latency"]["p99_us"] / 1000 for r in rs]), 1),
                 fmt(med([r["server_tree_cpu_us_per_delivery"] for r in rs]), 1),
-                fmt(med([r["server_cpu_us_per_delivery"] for r in rs]), 1) if server == "switchboard" else "—",
+                fmt(med([r["server_cpu_us_per_delivery"] for r in rs]), 1) if server.startswith("switchboard") else "—",
                 sum(1 for r in rs if whole(r)), len(rs),
                 ", ".join(r["load"].split()[0] for r in rs)))
 
