@@ -133,20 +133,17 @@ struct PostArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = match cli.command {
-        Command::Serve(args) => return serve(args),
-        command => command,
-    };
-    let runtime = shared_runtime(None)?;
-    match command {
-        Command::Serve(_) => unreachable!("served above"),
+    // Only the commands that need one build it (`serve` its own, sized by its configuration).
+    let runtime = || shared_runtime(None);
+    match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Check(args) => {
             init_logging(LogFormat::Text, "warn");
             check(&args)
         }
         Command::Connect(args) => {
             init_logging(LogFormat::Text, "warn");
-            runtime.block_on(cli::connect(ConnectOptions {
+            runtime()?.block_on(cli::connect(ConnectOptions {
                 url: args.url,
                 headers: args.headers,
                 subprotocol: args.subprotocol,
@@ -156,7 +153,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Post(args) => {
-            runtime.block_on(cli::manage(
+            runtime()?.block_on(cli::manage(
                 &args.target.endpoint,
                 &args.target.connection_id,
                 ManageCall::Post(args.data.into_bytes()),
@@ -164,7 +161,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Get(args) => {
-            let body = runtime.block_on(cli::manage(
+            let body = runtime()?.block_on(cli::manage(
                 &args.endpoint,
                 &args.connection_id,
                 ManageCall::Get,
@@ -173,7 +170,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Delete(args) => {
-            runtime.block_on(cli::manage(
+            runtime()?.block_on(cli::manage(
                 &args.endpoint,
                 &args.connection_id,
                 ManageCall::Delete,
@@ -188,7 +185,7 @@ fn main() -> anyhow::Result<()> {
                 .ok()
                 .zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
             let mut out = stdout;
-            runtime.block_on(cli::tail(
+            runtime()?.block_on(cli::tail(
                 TailOptions {
                     endpoint: args.endpoint,
                     route: args.route,
