@@ -279,7 +279,8 @@ async fn connect(
     };
 
     if let Some(authorizer) = gw.api.authorizer() {
-        match authorizer.authorize(&request.event(&context)).await {
+        // Boxed: the authorizer's future is kilobytes, and most APIs have no authorizer.
+        match Box::pin(authorizer.authorize(&request.event(&context))).await {
             Ok(allowed) => context.authorizer = Some(Box::new(allowed)),
             Err(denied) => {
                 tracing::info!(connection_id = %connection_id, reason = %denied, "the authorizer refused the connection");
