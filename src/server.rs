@@ -743,7 +743,7 @@ async fn serve_stream<S>(
     }
     let prefix = std::mem::take(&mut read.raw).freeze();
     drop(read);
-    // Boxed: hyper's connection is kilobytes, and most connections are WebSockets.
+    // Boxed: hyper's connection would add half a kilobyte to every WebSocket handshake's task.
     Box::pin(http::serve(gw, router, Prefixed::new(prefix, stream), info)).await;
     drop(places);
 }
