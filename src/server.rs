@@ -783,7 +783,7 @@ mod tests {
     /// A connection's first task is spawned (its future copied to the heap) and ended (copied
     /// again) on every connect: the rare paths it can take (TLS, HTTP, an authorizer) are
     /// boxed so that the common one, a plain WebSocket handshake, stays small. It was 8 KB
-    /// before they were, and a tenth of a connect's CPU went to those copies.
+    /// before they were, and those copies were 6 % of a connect's CPU in a profile.
     #[tokio::test]
     async fn the_task_that_serves_a_new_connection_stays_small() {
         let config = Config {
